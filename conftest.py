@@ -1,0 +1,1 @@
+"""Root conftest: make the in-tree package importable without installation."""

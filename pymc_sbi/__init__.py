@@ -1,0 +1,58 @@
+"""pymc_sbi: simulation-based inference inside PyMC.
+
+Simulate from a PyMC prior, train a neural surrogate with JAX/Flax/Optax, and
+use it as a term of an ordinary ``pm.Model``::
+
+    import pymc_sbi as ps
+
+    sims = ps.simulate(prior, simulator, n=10_000, seed=0)
+    likelihood = ps.fit(ps.nle(ps.nn.nsf()), sims, seed=1)
+    with pm.Model():
+        mu = pm.Normal("mu", 0, 1)
+        ps.NeuralLikelihood("x", likelihood, params={"mu": mu}, observed=x_obs)
+        idata = pm.sample(nuts_sampler="numpyro")
+"""
+
+from pymc_sbi import diagnostics, nn
+from pymc_sbi.estimator import Estimator
+from pymc_sbi.io import load, save
+from pymc_sbi.likelihood import NeuralLikelihood
+from pymc_sbi.objectives import Objective, TrainState, nle
+from pymc_sbi.prior import draw_prior, param_spec, prior_initvals
+from pymc_sbi.simulate import Simulations, run_simulator, simulate
+from pymc_sbi.spec import ParamSpec
+from pymc_sbi.training import (
+    epoch_batches,
+    fit,
+    make_optimizer,
+    run_epoch,
+    take,
+    train_validation_split,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Estimator",
+    "NeuralLikelihood",
+    "Objective",
+    "ParamSpec",
+    "Simulations",
+    "TrainState",
+    "diagnostics",
+    "draw_prior",
+    "epoch_batches",
+    "fit",
+    "load",
+    "make_optimizer",
+    "nle",
+    "nn",
+    "param_spec",
+    "prior_initvals",
+    "run_epoch",
+    "run_simulator",
+    "save",
+    "simulate",
+    "take",
+    "train_validation_split",
+]

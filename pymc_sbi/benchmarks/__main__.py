@@ -1,0 +1,76 @@
+"""Command line: ``python -m pymc_sbi.benchmarks run --task two_moons --method nle ...``.
+
+Prints a table (or, with ``--json``, one JSON object per run and sampler).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+SAMPLER_CHOICES = ("numpyro", "nutpie", "pymc")
+
+COLUMNS = [
+    ("task", "{}"), ("method", "{}"), ("network", "{}"), ("simulations", "{}"), ("seed", "{}"),
+    ("observation", "{}"), ("sampler", "{}"), ("c2st", "{:.3f}"), ("simulate_s", "{:.1f}"),
+    ("train_s", "{:.1f}"), ("train_cpu_s", "{:.1f}"), ("epochs", "{}"), ("sample_s", "{:.1f}"),
+    ("sample_cpu_s", "{:.1f}"), ("draws", "{}"), ("ess_per_s", "{:.0f}"),
+    ("peak_rss_mb", "{:.0f}"),
+]
+
+
+def format_table(rows: list[dict]) -> str:
+    """Render rows as a Markdown table."""
+    head = "| " + " | ".join(c for c, _ in COLUMNS) + " |"
+    sep = "|" + "|".join("---" for _ in COLUMNS) + "|"
+    body = ["| " + " | ".join(f.format(r[c]) for c, f in COLUMNS) + " |" for r in rows]
+    return "\n".join([head, sep, *body])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pymc_sbi.benchmarks")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="simulate, train, sample and score one configuration")
+    run.add_argument("--task", default="two_moons")
+    run.add_argument("--method", default="nle", choices=["nle"])
+    run.add_argument("--network", default="nsf", choices=["nsf", "maf", "mdn"])
+    run.add_argument("--simulations", type=int, default=10_000)
+    run.add_argument("--seed", type=int, nargs="+", default=[0])
+    run.add_argument("--observation", type=int, default=1)
+    run.add_argument(
+        "--sampler", default="numpyro",
+        help=f"comma-separated NUTS backends from {SAMPLER_CHOICES} (default numpyro)",
+    )
+    run.add_argument("--posterior-samples", type=int, default=10_000)
+    run.add_argument("--c2st-samples", type=int, default=None,
+                     help="subsample each set for C2ST (default: all, as sbibm)")
+    run.add_argument("--json", action="store_true", help="one JSON object per line")
+    run.add_argument("--progress", action="store_true")
+    args = parser.parse_args(argv)
+
+    from pymc_sbi.benchmarks.runner import run_benchmark
+
+    samplers = tuple(s.strip() for s in args.sampler.split(",") if s.strip())
+    bad = [s for s in samplers if s not in SAMPLER_CHOICES]
+    if bad:
+        parser.error(f"unknown sampler(s) {bad}; choose from {SAMPLER_CHOICES}")
+    rows = []
+    for seed in args.seed:
+        results, _, _ = run_benchmark(
+            args.task, args.method, args.simulations, seed, args.observation, samplers,
+            network=args.network, n_posterior=args.posterior_samples,
+            c2st_samples=args.c2st_samples, progress=args.progress,
+        )
+        for r in results:
+            row = r.as_dict()
+            rows.append(row)
+            if args.json:
+                print(json.dumps(row), flush=True)
+    if not args.json:
+        print(format_table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,180 @@
+"""Run one benchmark: simulate, train, sample with each NUTS backend, score.
+
+Used by ``python -m pymc_sbi.benchmarks run`` and by ``examples/two_moons.py``.
+Every timing is wall-clock seconds; CPU seconds (user + system of this
+process, all threads) are reported beside it, because a 2-core machine is
+shared and wall time alone hides how much work was done.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+__all__ = ["BenchmarkResult", "posterior_matrix", "run_benchmark", "sample_posterior"]
+
+SAMPLERS = ("numpyro", "nutpie", "pymc")
+
+
+@dataclass
+class BenchmarkResult:
+    """One row of the benchmark table (one sampler on one trained estimator)."""
+
+    task: str
+    method: str
+    simulations: int
+    seed: int
+    observation: int
+    sampler: str
+    network: str
+    c2st: float
+    simulate_s: float
+    train_s: float
+    train_cpu_s: float
+    epochs: int
+    sample_s: float
+    sample_cpu_s: float
+    draws: int
+    chains: int
+    ess_bulk_min: float
+    ess_per_s: float
+    peak_rss_mb: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d.update(d.pop("extra"))
+        return d
+
+
+def _cpu() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def posterior_matrix(idata, spec) -> np.ndarray:
+    """Posterior draws of the spec's parameters as an ``(n_samples, d)`` matrix."""
+    post = idata.posterior
+    values = {}
+    for name, shape in zip(spec.names, spec.shapes, strict=True):
+        arr = np.asarray(post[name].values)  # (chain, draw, *shape)
+        values[name] = arr.reshape(-1, *shape)
+    return spec.flatten(values)
+
+
+def sample_posterior(model, sampler: str, n_samples: int, seed: int, chains: int | None = None,
+                     tune: int = 500, progress: bool = False):
+    """Draw about ``n_samples`` posterior samples with one NUTS backend.
+
+    * ``numpyro``: ``chains`` (default 40) vectorised chains, each started at its
+      own prior draw, so that multimodal posteriors get the mode weights of the
+      chains' spread rather than of one starting region.
+    * ``nutpie``: JAX backend with JAX gradients (the fast nutpie path), 4 chains.
+    * ``pymc``: PyMC's NUTS, 4 chains on one core (``cores=1``: no fork).
+    """
+    import pymc as pm
+
+    from pymc_sbi.prior import prior_initvals
+
+    if sampler == "numpyro":
+        chains = chains or 40
+        draws = -(-n_samples // chains)
+        init = prior_initvals(model, chains, seed=seed)
+        kwargs = dict(nuts_sampler="numpyro", initvals=init, nuts={"chain_method": "vectorized"})
+    elif sampler == "nutpie":
+        chains = chains or 4
+        draws = -(-n_samples // chains)
+        kwargs = dict(
+            nuts_sampler="nutpie",
+            compile_kwargs={"mode": "JAX", "gradient_backend": "jax"},
+        )
+    elif sampler == "pymc":
+        chains = chains or 4
+        draws = -(-n_samples // chains)
+        kwargs = dict(nuts_sampler="pymc", cores=1)
+    else:
+        raise ValueError(f"Unknown sampler {sampler!r}; choose from {SAMPLERS}.")
+    with model:
+        idata = pm.sample(
+            draws=draws, tune=tune, chains=chains, random_seed=seed, progressbar=progress,
+            compute_convergence_checks=False, **kwargs,
+        )
+    return idata, chains, draws
+
+
+def run_benchmark(
+    task_name: str = "two_moons",
+    method: str = "nle",
+    simulations: int = 10_000,
+    seed: int = 0,
+    observation: int = 1,
+    samplers: tuple[str, ...] = ("numpyro",),
+    network: str = "nsf",
+    n_posterior: int = 10_000,
+    c2st_samples: int | None = None,
+    progress: bool = False,
+) -> tuple[list[BenchmarkResult], Any, dict[str, Any]]:
+    """Simulate, train and sample; return one :class:`BenchmarkResult` per sampler.
+
+    Also returns the trained estimator and ``{sampler: idata}``.
+    """
+    import arviz as az
+    import pymc as pm
+
+    import pymc_sbi as ps
+    from pymc_sbi.benchmarks.tasks import get_task
+    from pymc_sbi.diagnostics import c2st
+
+    if method != "nle":
+        raise ValueError(f"Unknown method {method!r}; available: 'nle'.")
+    task = get_task(task_name)
+    t = time.perf_counter()
+    sims = ps.simulate(task.prior_model(), task.simulator, simulations, seed=seed,
+                       progress=progress)
+    simulate_s = time.perf_counter() - t
+
+    net = {"nsf": ps.nn.nsf, "maf": ps.nn.maf, "mdn": ps.nn.mdn}[network]()
+    t, c = time.perf_counter(), _cpu()
+    estimator = ps.fit(ps.nle(net), sims, seed=seed + 1, progress=progress)
+    train_s, train_cpu = time.perf_counter() - t, _cpu() - c
+
+    x_obs = task.observation(observation)
+    reference = task.reference_samples(observation)
+    results, traces = [], {}
+    for i, sampler in enumerate(samplers):
+        with task.prior_model() as model:
+            ps.NeuralLikelihood(
+                "x", estimator, params={n: model[n] for n in estimator.spec.names},
+                observed=x_obs,
+            )
+        t, c = time.perf_counter(), _cpu()
+        idata, chains, draws = sample_posterior(model, sampler, n_posterior, seed=seed + 2 + i,
+                                                progress=progress)
+        sample_s, sample_cpu = time.perf_counter() - t, _cpu() - c
+        traces[sampler] = idata
+        samples = posterior_matrix(idata, estimator.spec)
+        ess = az.ess(idata, method="bulk")
+        ess_min = float(min(np.min(ess[v].values) for v in estimator.spec.names))
+        score = c2st(samples, reference, seed=seed, max_samples=c2st_samples)
+        results.append(
+            BenchmarkResult(
+                task=task_name, method=method, simulations=simulations, seed=seed,
+                observation=observation, sampler=sampler, network=network, c2st=float(score),
+                simulate_s=simulate_s, train_s=train_s, train_cpu_s=train_cpu,
+                epochs=int(estimator.history["epochs"]), sample_s=sample_s,
+                sample_cpu_s=sample_cpu, draws=int(samples.shape[0]), chains=chains,
+                ess_bulk_min=ess_min, ess_per_s=ess_min / sample_s, peak_rss_mb=_peak_rss_mb(),
+                extra={"n_invalid": sims.n_invalid, "draws_per_chain": draws},
+            )
+        )
+    del pm
+    return results, estimator, traces

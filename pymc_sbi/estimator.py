@@ -1,0 +1,196 @@
+"""The trained estimator: network + parameters + standardisation + parameter spec.
+
+An :class:`Estimator` is immutable. Its methods are pure JAX functions of
+their array arguments (the parameters are closed over), so they can be
+``jit``-ed, ``vmap``-ed and differentiated, and they are what the PyMC terms
+wrap into PyTensor Ops.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from pymc_sbi.objectives.base import flatten_x
+from pymc_sbi.objectives.nle import nle_log_prob
+from pymc_sbi.spec import ParamSpec
+from pymc_sbi.standardize import Standardization
+
+__all__ = ["Estimator"]
+
+KINDS = ("nle",)
+
+
+@dataclass(frozen=True, eq=False)
+class Estimator:
+    r"""A trained neural likelihood (``kind="nle"``) with everything needed to use it.
+
+    Attributes
+    ----------
+    kind
+        Which quantity the network estimates: ``"nle"`` -- :math:`q(x \mid \theta)`.
+    module
+        The flax network (with ``features`` set).
+    params
+        Trained network parameters.
+    standardization
+        Z-scoring statistics of the training data.
+    spec
+        Names, shapes and bounds of ``theta``.
+    x_shape
+        Shape of one observation ``x``.
+    history
+        Training history (losses per epoch, stopping reason, timings).
+    config
+        Training configuration.
+    """
+
+    kind: str
+    module: nn.Module
+    params: Any
+    standardization: Standardization
+    spec: ParamSpec
+    x_shape: tuple[int, ...]
+    history: Mapping[str, Any] = field(default_factory=dict)
+    config: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"Unknown estimator kind {self.kind!r}; expected one of {KINDS}.")
+        object.__setattr__(self, "x_shape", tuple(int(s) for s in self.x_shape))
+
+    @classmethod
+    def from_state(cls, kind: str, state, spec: ParamSpec, x_shape, history=None, config=None):
+        """Build an estimator from a final :class:`~pymc_sbi.objectives.TrainState`."""
+        return cls(
+            kind=kind,
+            module=state.module,
+            params=state.params,
+            standardization=state.standardization,
+            spec=spec,
+            x_shape=tuple(x_shape),
+            history=dict(history or {}),
+            config=dict(config or {}),
+        )
+
+    # ------------------------------------------------------------ properties
+    @property
+    def dtype(self):
+        """Dtype the network computes in."""
+        return jax.tree.leaves(self.params)[0].dtype
+
+    @property
+    def x_dim(self) -> int:
+        """Number of elements of one observation."""
+        return math.prod(self.x_shape)
+
+    def astype(self, dtype) -> Estimator:
+        """A copy that computes in ``dtype`` (e.g. ``jnp.float64`` for exact gradient checks)."""
+        cast = lambda a: jnp.asarray(a, dtype)  # noqa: E731
+        return replace(
+            self,
+            params=jax.tree.map(cast, self.params),
+            standardization=Standardization(*map(cast, self.standardization)),
+        )
+
+    # ----------------------------------------------------------- shape checks
+    def _check_theta(self, theta: jax.Array) -> None:
+        if theta.ndim < 1 or theta.shape[-1] != self.spec.dim:
+            raise ValueError(
+                f"theta has shape {tuple(theta.shape)}; expected (..., {self.spec.dim}) with "
+                f"columns {list(self.spec.labels)}."
+            )
+
+    def _check_x(self, x: jax.Array) -> tuple[int, ...]:
+        k = len(self.x_shape)
+        if x.ndim < k or tuple(x.shape[x.ndim - k :]) != self.x_shape:
+            raise ValueError(
+                f"x has shape {tuple(x.shape)}; expected (..., {', '.join(map(str, self.x_shape))})"
+                f" -- trailing shape {self.x_shape} as in training."
+            )
+        return tuple(x.shape[: x.ndim - k])
+
+    # -------------------------------------------------------------- methods
+    def log_prob(self, x, theta) -> jax.Array:
+        r"""Log density :math:`\log q(x \mid \theta)` of the surrogate likelihood.
+
+        Parameters
+        ----------
+        x
+            ``(..., *x_shape)`` observations.
+        theta
+            ``(..., d)`` parameters; leading shapes broadcast against ``x``'s.
+
+        Returns
+        -------
+        jax.Array
+            ``broadcast(x_batch, theta_batch)``-shaped log densities, in the
+            floating dtype of the inputs (float32 inputs give float32).
+        """
+        x = jnp.asarray(x)
+        theta = jnp.asarray(theta)
+        self._check_theta(theta)
+        xb = self._check_x(x)
+        out_dtype = jnp.result_type(x.dtype, theta.dtype, jnp.float32)
+        batch = jnp.broadcast_shapes(xb, theta.shape[:-1])
+        dt = self.dtype
+        xf = jnp.broadcast_to(flatten_x(x, len(self.x_shape)), (*batch, self.x_dim)).astype(dt)
+        tf = jnp.broadcast_to(theta, (*batch, self.spec.dim)).astype(dt)
+        lp = nle_log_prob(self.module, self.params, self.standardization, xf, tf)
+        return lp.astype(out_dtype)
+
+    def sample(self, rng_key, theta, n: int | None = None) -> jax.Array:
+        """Draw ``x ~ q(x | theta)``.
+
+        Parameters
+        ----------
+        rng_key
+            JAX PRNG key.
+        theta
+            ``(..., d)`` parameters.
+        n
+            Number of draws per parameter vector; ``None`` for one draw without
+            the leading axis.
+
+        Returns
+        -------
+        jax.Array
+            ``(n, ..., *x_shape)`` (or ``(..., *x_shape)`` when ``n`` is None).
+        """
+        theta = jnp.asarray(theta)
+        self._check_theta(theta)
+        out_dtype = jnp.result_type(theta.dtype, jnp.float32)
+        zt = self.standardization.theta(theta.astype(self.dtype))
+        if n is not None:
+            zt = jnp.broadcast_to(zt, (int(n), *zt.shape))
+        z = self.module.apply(self.params, rng_key, zt, method="sample")
+        x = self.standardization.x_inverse(z)
+        return jnp.reshape(x, (*zt.shape[:-1], *self.x_shape)).astype(out_dtype)
+
+    # ------------------------------------------------------------ save/load
+    def save(self, path) -> None:
+        """Write the estimator to one ``.safetensors`` file (no pickle); see :func:`load`."""
+        from pymc_sbi.io import save
+
+        save(self, path)
+
+    @classmethod
+    def load(cls, path) -> Estimator:
+        """Read an estimator written by :meth:`save`; never executes code from the file."""
+        from pymc_sbi.io import load
+
+        return load(path)
+
+    def __repr__(self) -> str:
+        n_params = sum(int(a.size) for a in jax.tree.leaves(self.params))
+        return (
+            f"Estimator(kind={self.kind!r}, network={type(self.module).__name__}, "
+            f"params={n_params}, theta={list(self.spec.labels)}, x_shape={self.x_shape}, "
+            f"dtype={self.dtype})"
+        )

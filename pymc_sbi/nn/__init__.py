@@ -1,0 +1,38 @@
+"""Flax (linen) conditional density estimators: MAF, NSF and MDN.
+
+Every network is a ``flax.linen.Module`` dataclass with a ``features`` field
+(the data dimension ``d``; 0 until the trainer calls ``module.clone(features=d)``)
+and JSON-primitive hyper-parameters, and offers
+
+- ``module.apply(params, x, context)`` → ``log q(x | context)``, shape ``(...,)``;
+- ``module.apply(params, rng_key, context, method="sample")`` → ``x``, shape ``(..., d)``.
+
+Inputs are expected z-scored.  Note that the factories :func:`maf`, :func:`nsf`
+and :func:`mdn` shadow the submodules of the same name as attributes of this
+package; import classes with ``from pymc_sbi.nn.maf import MAF`` (or from here).
+"""
+
+from .made import MADE, MaskedDense
+from .maf import MAF, AutoregressiveFlow, maf
+from .mdn import MDN, mdn
+from .nsf import NSF, nsf
+from .registry import NETWORKS, network_config, network_from_config, register_network
+from .splines import rational_quadratic_spline, rational_quadratic_spline_inverse
+
+__all__ = [
+    "MADE",
+    "MAF",
+    "MDN",
+    "NETWORKS",
+    "NSF",
+    "AutoregressiveFlow",
+    "MaskedDense",
+    "maf",
+    "mdn",
+    "network_config",
+    "network_from_config",
+    "nsf",
+    "rational_quadratic_spline",
+    "rational_quadratic_spline_inverse",
+    "register_network",
+]

@@ -1,0 +1,89 @@
+"""Shared pieces of the training objectives: the state and the objective tuple.
+
+An objective is a :class:`Objective` -- a NamedTuple of pure functions, the
+same layering as ``optax.GradientTransformation`` or ``blackjax``'s
+``SamplingAlgorithm``::
+
+    state = objective.init(rng_key, batch, optimizer)        # -> TrainState
+    state, metrics = objective.step(rng_key, state, batch)   # one gradient step
+    metrics = objective.evaluate(rng_key, state, batch)      # no update
+
+``batch`` is a dict ``{"theta": (B, d), "x": (B, ...)}``. ``init`` receives
+the *whole training set* as its batch: it computes the z-scoring statistics
+from it. ``step`` and ``evaluate`` are pure and ``jit``-able; a custom training
+loop built on them gives exactly what :func:`pymc_sbi.fit` gives.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+from pymc_sbi.standardize import Standardization
+
+__all__ = ["Objective", "TrainState", "flatten_x"]
+
+
+@struct.dataclass
+class TrainState:
+    """Everything that changes during training, as one pytree.
+
+    Attributes
+    ----------
+    params
+        Network parameters (a flax variables dict).
+    opt_state
+        Optimizer state.
+    standardization
+        Z-scoring statistics of the training set (not trained).
+    step
+        Number of gradient steps taken.
+    module
+        The network (static: part of the tree structure, not a leaf).
+    tx
+        The optimizer (static).
+    """
+
+    params: Any
+    opt_state: Any
+    standardization: Standardization
+    step: jax.Array
+    module: nn.Module = struct.field(pytree_node=False)
+    tx: optax.GradientTransformation = struct.field(pytree_node=False)
+
+
+class Objective(NamedTuple):
+    """A training objective as pure functions (see the module docstring).
+
+    Attributes
+    ----------
+    init
+        ``(rng_key, batch, optimizer) -> TrainState``.
+    step
+        ``(rng_key, state, batch) -> (TrainState, metrics)``.
+    evaluate
+        ``(rng_key, state, batch) -> metrics``; ``metrics["loss"]`` is what
+        early stopping monitors.
+    kind
+        ``"nle"``, ... -- how the trained network is used by an estimator.
+    network
+        The (unbound) flax network the objective trains.
+    """
+
+    init: Callable[..., TrainState]
+    step: Callable[..., tuple[TrainState, dict[str, jax.Array]]]
+    evaluate: Callable[..., dict[str, jax.Array]]
+    kind: str
+    network: nn.Module
+
+
+def flatten_x(x: jax.Array, x_ndim: int) -> jax.Array:
+    """Flatten the trailing ``x_ndim`` event axes of ``x`` into one."""
+    lead = x.shape[: x.ndim - x_ndim]
+    return jnp.reshape(x, (*lead, -1))
