@@ -144,24 +144,53 @@ def test_density_1d_normalised_and_matches_samples(family):
     assert abs(sq.mean() - var_grid) < 4 * sq.std() / np.sqrt(N_SAMPLES)
 
 
+def kde_proposal(centres, n, rng, defensive=0.2):
+    """Draw ``n`` points from, and evaluate the log density of, a Gaussian KDE on
+    ``centres`` mixed with a wide Gaussian (weight ``defensive``) for heavy tails."""
+    m, d = centres.shape
+    mean, cov = centres.mean(0), np.cov(centres.T)
+    band = m ** (-2.0 / (d + 4)) * cov  # Scott's rule
+    chol = np.linalg.cholesky(band)
+    n_wide = rng.binomial(n, defensive)
+    y = np.concatenate(
+        [
+            centres[rng.integers(m, size=n - n_wide)] + rng.standard_normal((n - n_wide, d)) @ chol.T,
+            mean + 2.0 * rng.standard_normal((n_wide, d)) @ np.linalg.cholesky(cov).T,
+        ]
+    )
+    # KDE kernels are N(c, band): whiten by the bandwidth's Cholesky factor.
+    inv_chol = np.linalg.inv(chol)
+    yw, cw = y @ inv_chol.T, centres @ inv_chol.T
+    log_det = np.sum(np.log(np.diag(chol)))
+    sq = (yw**2).sum(1)[:, None] + (cw**2).sum(1)[None, :] - 2.0 * yw @ cw.T
+    log_kde = np.logaddexp.reduce(-0.5 * sq, axis=1) - np.log(m)
+    log_kde -= 0.5 * d * np.log(2 * np.pi) + log_det
+    wide = 4.0 * cov
+    diff = y - mean
+    log_wide = -0.5 * np.einsum("ni,ij,nj->n", diff, np.linalg.inv(wide), diff)
+    log_wide -= 0.5 * np.linalg.slogdet(2 * np.pi * wide)[1]
+    log_r = np.logaddexp(np.log1p(-defensive) + log_kde, np.log(defensive) + log_wide)
+    return y, log_r
+
+
 @pytest.mark.parametrize("family", ["maf", "nsf", "mdn"])
 def test_density_3d_importance_sampling(family):
-    # In 3-D a grid is costly: estimate Z = E_r[q / r] and E_q[x] = E_r[x q / r] with a
-    # wide Gaussian proposal r fitted to the samples, and compare within 4 standard errors.
+    # In 3-D a fine grid is costly: estimate Z = E_r[q / r] and E_q[x] = E_r[x q / r]
+    # by importance sampling and compare within 4 standard errors.  The proposal r is
+    # a KDE on 500 of the model's samples (plus a wide defensive component); any fixed
+    # proper r gives unbiased estimates, a good one just makes them precise.
+    # Perturbation 0.2 here: at 0.3 the 3-D NSF grows density spikes (~100x the KDE)
+    # that would need a far larger n for a precise estimate.
     d = 3
-    _, _, log_prob, sample = build(family, d)
+    _, _, log_prob, sample = build(family, d, noise=0.2)
     x = draw(sample, d)
-    mean, cov = x.mean(0), 2.0 * np.cov(x.T)
     rng = np.random.default_rng(0)
-    n = 100_000
-    y = rng.multivariate_normal(mean, cov, size=n)
-    diff = y - mean
-    log_r = -0.5 * np.einsum("ni,ij,nj->n", diff, np.linalg.inv(cov), diff)
-    log_r -= 0.5 * np.linalg.slogdet(2 * np.pi * cov)[1]
+    n = 50_000
+    y, log_r = kde_proposal(x[:500], n, rng)
     ctx = np.broadcast_to(CONTEXT, (n, C))
     w = np.exp(np.asarray(log_prob(y.astype(np.float32), ctx), dtype=np.float64) - log_r)
     z, se_z = w.mean(), w.std() / np.sqrt(n)
-    assert se_z < 0.02  # the check has power
+    assert se_z < 0.01  # the check has power
     assert abs(z - 1.0) < 4 * se_z, (z, se_z)
     wx = w[:, None] * y
     se = np.sqrt(wx.var(0) / n + x.var(0) / N_SAMPLES)
