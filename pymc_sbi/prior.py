@@ -16,10 +16,14 @@ from collections.abc import Sequence
 
 import numpy as np
 import pymc as pm
+import pytensor
 from pymc.distributions.shape_utils import change_dist_size
 from pymc.pytensorf import compile as compile_pymc
-from pytensor.graph.replace import vectorize_graph
+from pytensor.compile.sharedvalue import SharedVariable
+from pytensor.graph.replace import graph_replace, vectorize_graph
 from pytensor.graph.traversal import ancestors
+from pytensor.tensor.random.op import RandomVariable
+from pytensor.tensor.random.type import RandomType
 from pytensor.tensor.type import discrete_dtypes
 
 from pymc_sbi.spec import ParamSpec
@@ -71,7 +75,13 @@ def _bounds(model: pm.Model, rv, shape: tuple[int, ...]) -> tuple[np.ndarray, np
         ends = []
         for fill in (-1e4, 1e4):
             v = np.full(value_shape, fill, dtype=value.type.dtype)
-            ends.append(np.asarray(transform.backward(v, *rv.owner.inputs).eval(), float))
+            end = transform.backward(v, *rv.owner.inputs)
+            if any(
+                a.owner is not None and isinstance(a.owner.op, RandomVariable)
+                for a in ancestors([end])
+            ):  # the bound depends on another random variable: no fixed bound
+                return unbounded
+            ends.append(np.asarray(end.eval(), float))
         lo, hi = (np.broadcast_to(e, shape).reshape(size) for e in ends)
     except Exception:  # dependent bounds or coupled transforms
         return unbounded
@@ -133,6 +143,15 @@ def prior_draw_fn(model: pm.Model, n: int, names: Sequence[str] | None = None, s
     roots = [rv for rv in free if not (set(ancestors([rv])) - {rv}) & free_set]
     replace = {rv: change_dist_size(rv, (n,), expand=True) for rv in roots}
     batched = vectorize_graph(selected, replace=replace)
+    # fresh generators: reseeding must not touch the model's (or another draw fn's) RNGs
+    rngs = [
+        v
+        for v in ancestors(batched)
+        if isinstance(v, SharedVariable) and isinstance(v.type, RandomType)
+    ]
+    batched = graph_replace(
+        batched, {r: pytensor.shared(np.random.default_rng()) for r in rngs}, strict=False
+    )
     fn = compile_pymc([], batched, random_seed=seed)
 
     def draw() -> np.ndarray:

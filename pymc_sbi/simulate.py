@@ -23,6 +23,7 @@ says how many); if every simulation is invalid a ``ValueError`` is raised.
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -84,6 +85,10 @@ class Simulations:
             if self.proposal is None
             else np.asarray(self.proposal, dtype=np.int32)
         )
+        if proposal.shape != (theta.shape[0],):
+            raise ValueError(
+                f"proposal has shape {proposal.shape}; expected ({theta.shape[0]},)."
+            )
         object.__setattr__(self, "theta", theta)
         object.__setattr__(self, "x", x)
         object.__setattr__(self, "proposal", proposal)
@@ -119,10 +124,16 @@ class Simulations:
         )
 
 
+@functools.lru_cache(maxsize=64)
+def _batched(simulator):
+    """One jitted, vmapped simulator per simulator function (compiled once, reused)."""
+    return jax.jit(jax.vmap(simulator))
+
+
 def _run_jax(simulator, theta: np.ndarray, seed_key, batch_size: int, progress: bool):
     n = theta.shape[0]
     keys = jax.random.split(seed_key, n)
-    batched = jax.jit(jax.vmap(simulator))
+    batched = _batched(simulator)
     out = []
     bar = tqdm(total=n, desc="simulate", disable=not progress, leave=False)
     for start in range(0, n, batch_size):

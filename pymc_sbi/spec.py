@@ -24,6 +24,13 @@ def _finite_or_none(values: tuple[float, ...]) -> list[float | None]:
     return [None if not math.isfinite(v) else float(v) for v in values]
 
 
+def _jsonable(value: Any) -> Any:
+    """A coordinate value as a JSON primitive (numpy scalars unwrapped, others as str)."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    return value if isinstance(value, bool | int | float | str) else str(value)
+
+
 @dataclass(frozen=True)
 class ParamSpec:
     """Names, shapes, dims and bounds of the parameters in ``theta``.
@@ -168,8 +175,7 @@ class ParamSpec:
             "lower": _finite_or_none(self.lower),
             "upper": _finite_or_none(self.upper),
             "dims": [None if d is None else list(d) for d in self.dims],
-            "coords": [[k, [c if isinstance(c, int | float | str) else str(c) for c in v]]
-                       for k, v in self.coords],
+            "coords": [[k, [_jsonable(c) for c in v]] for k, v in self.coords],
         }
 
     @classmethod

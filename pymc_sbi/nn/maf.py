@@ -122,7 +122,10 @@ class AutoregressiveFlow(nn.Module):
             )
 
     def transform(self, x: jax.Array, context: jax.Array) -> tuple[jax.Array, jax.Array]:
-        r"""Data to noise: ``(z, log|det dz/dx|)`` for ``x`` ``(..., d)``, ``context`` ``(..., c)``."""
+        r"""Data to noise: ``(z, log|det dz/dx|)``, each ``(..., d)`` and ``(...,)``.
+
+        ``x`` has shape ``(..., d)`` and ``context`` shape ``(..., c)``.
+        """
         x, context = prepare_inputs(x, context)
         self._check(x)
         z = x

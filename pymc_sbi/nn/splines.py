@@ -95,7 +95,7 @@ def _knots(unnormalized: jax.Array, tail_bound: float, min_size: float) -> jax.A
     cum = jnp.cumsum(sizes, axis=-1)
     knots = 2.0 * tail_bound * cum - tail_bound
     # Pin both ends exactly, so that the spline maps [-B, B] onto itself.
-    lower = jnp.full(knots.shape[:-1] + (1,), -tail_bound, dtype=knots.dtype)
+    lower = jnp.full((*knots.shape[:-1], 1), -tail_bound, dtype=knots.dtype)
     return jnp.concatenate([lower, knots[..., :-1], -lower], axis=-1)
 
 
@@ -134,7 +134,7 @@ def spline_knots(
     y_knots = _knots(unnormalized_heights, tail_bound, min_bin_height)
     shift = math.log(math.expm1(1.0 - min_derivative))
     inner = min_derivative + jax.nn.softplus(unnormalized_derivatives + shift)
-    ones = jnp.ones(inner.shape[:-1] + (1,), dtype=inner.dtype)
+    ones = jnp.ones((*inner.shape[:-1], 1), dtype=inner.dtype)
     derivatives = jnp.concatenate([ones, inner, ones], axis=-1)
     return x_knots, y_knots, derivatives
 

@@ -6,6 +6,7 @@ initialisation, so that the densities are non-trivial and non-Gaussian.
 
 from __future__ import annotations
 
+import functools
 import json
 
 import jax
@@ -45,14 +46,22 @@ def x64():
     jax.config.update("jax_enable_x64", previous)
 
 
+@functools.cache
 def build(family, d, noise=0.3, seed=0):
-    """Small network for ``d`` features; params = init + N(0, noise^2) on every leaf."""
+    """Small network for ``d`` features; params = init + N(0, noise^2) on every leaf.
+
+    Returns the module, the params and jitted ``log_prob(x, c)`` and ``sample(key, c)``.
+    Cached, so that tests sharing a network share compilations.
+    """
     module = SMALL[family]().clone(features=d)
     key_init, key_noise = jax.random.split(jax.random.key(seed))
     params = jax.jit(module.init)(key_init, jnp.zeros(d), jnp.zeros(C))
     leaves, treedef = jax.tree_util.tree_flatten(params)
     keys = jax.random.split(key_noise, len(leaves))
-    leaves = [p + noise * jax.random.normal(k, p.shape, p.dtype) for p, k in zip(leaves, keys)]
+    leaves = [
+        p + noise * jax.random.normal(k, p.shape, p.dtype)
+        for p, k in zip(leaves, keys, strict=True)
+    ]
     params = jax.tree_util.tree_unflatten(treedef, leaves)
     log_prob = jax.jit(lambda x, c: module.apply(params, x, c))
     sample = jax.jit(lambda key, c: module.apply(params, key, c, method="sample"))
@@ -68,7 +77,7 @@ def draw(sample, d, seed=1):
 
 def grid_density(log_prob, lo, hi, n):
     """Density on an ``n``-point-per-axis grid over the box [lo, hi] (arrays of length d)."""
-    axes = [np.linspace(a, b, n) for a, b in zip(lo, hi)]
+    axes = [np.linspace(a, b, n) for a, b in zip(lo, hi, strict=True)]
     mesh = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1)
     flat = mesh.reshape(-1, len(lo)).astype(np.float32)
     ctx = np.broadcast_to(CONTEXT, (flat.shape[0], C))
@@ -108,7 +117,10 @@ def test_density_2d_normalised_and_matches_samples(family):
     mean_grid = np.array([trapezoid(p * mesh[..., i], axes) for i in range(d)])
     centred = mesh - mean_grid
     cov_grid = np.array(
-        [[trapezoid(p * centred[..., i] * centred[..., j], axes) for j in range(d)] for i in range(d)]
+        [
+            [trapezoid(p * centred[..., i] * centred[..., j], axes) for j in range(d)]
+            for i in range(d)
+        ]
     )
     mean_s = x.mean(0)
     se_mean = x.std(0) / np.sqrt(N_SAMPLES)
@@ -154,7 +166,8 @@ def kde_proposal(centres, n, rng, defensive=0.2):
     n_wide = rng.binomial(n, defensive)
     y = np.concatenate(
         [
-            centres[rng.integers(m, size=n - n_wide)] + rng.standard_normal((n - n_wide, d)) @ chol.T,
+            centres[rng.integers(m, size=n - n_wide)]
+            + rng.standard_normal((n - n_wide, d)) @ chol.T,
             mean + 2.0 * rng.standard_normal((n_wide, d)) @ np.linalg.cholesky(cov).T,
         ]
     )
@@ -204,15 +217,13 @@ def test_flow_log_det_and_inverse(family, d):
     key = jax.random.key(2)
     x = 1.5 * jax.random.normal(key, (64, d))  # some points beyond the spline bound
     ctx = jax.random.normal(jax.random.fold_in(key, 1), (64, C))
-    transform = jax.jit(lambda x, c: module.apply(params, x, c, method="transform"))
-    z, log_det = transform(x, ctx)
-    jac = jax.jit(jax.vmap(jax.jacfwd(lambda x, c: module.apply(params, x, c, method="transform")[0])))(
-        x, ctx
-    )
+    transform = lambda x, c: module.apply(params, x, c, method="transform")
+    z, log_det = jax.jit(transform)(x, ctx)
+    jac = jax.jit(jax.vmap(jax.jacfwd(lambda x, c: transform(x, c)[0])))(x, ctx)
     sign, log_abs = jnp.linalg.slogdet(jac)
     assert np.all(np.asarray(sign) != 0)
     np.testing.assert_allclose(log_det, log_abs, rtol=1e-4, atol=1e-4)
-    log_prob = module.apply(params, x, ctx)
+    log_prob = jax.jit(module.apply)(params, x, ctx)
     base = -0.5 * jnp.sum(z**2, -1) - 0.5 * d * np.log(2 * np.pi)
     np.testing.assert_allclose(log_prob, base + log_det, rtol=1e-5, atol=1e-5)
     x_back = jax.jit(lambda z, c: module.apply(params, z, c, method="inverse"))(z, ctx)
@@ -225,7 +236,7 @@ def test_untrained_flow_is_standard_normal(family):
     x, ctx = jax.random.normal(jax.random.key(0), (10, 3)), jnp.ones((10, C))
     params = jax.jit(module.init)(jax.random.key(1), x, ctx)
     expected = -0.5 * jnp.sum(x**2, -1) - 1.5 * np.log(2 * np.pi)
-    np.testing.assert_allclose(module.apply(params, x, ctx), expected, atol=1e-5)
+    np.testing.assert_allclose(jax.jit(module.apply)(params, x, ctx), expected, atol=1e-5)
 
 
 @pytest.mark.parametrize("d", [1, 3])
@@ -238,7 +249,7 @@ def test_shapes_vmap_and_broadcasting(family, d):
     assert lp.shape == (4, 5) and lp.dtype == jnp.float32
     assert log_prob(x[0, 0], ctx[0, 0]).shape == ()
     np.testing.assert_allclose(log_prob(x[1, 2], ctx[1, 2]), lp[1, 2], rtol=1e-5, atol=1e-5)
-    vmapped = jax.vmap(jax.vmap(lambda x, c: module.apply(params, x, c)))(x, ctx)
+    vmapped = jax.jit(jax.vmap(jax.vmap(lambda x, c: module.apply(params, x, c))))(x, ctx)
     np.testing.assert_allclose(vmapped, lp, rtol=1e-5, atol=1e-5)
     # One context broadcast against many x.
     np.testing.assert_allclose(
@@ -269,18 +280,19 @@ def test_float64_inputs_compute_in_float64(family, x64):
     module, params, _, _ = build(family, 2)
     x32 = jax.random.normal(jax.random.key(0), (8, 2), dtype=jnp.float32)
     ctx32 = jax.random.normal(jax.random.key(1), (8, C), dtype=jnp.float32)
-    lp32 = module.apply(params, x32, ctx32)
+    apply = jax.jit(module.apply, static_argnames="method")
+    lp32 = apply(params, x32, ctx32)
     assert lp32.dtype == jnp.float32  # float32 params do not force a dtype
     x64_, ctx64 = x32.astype(jnp.float64), ctx32.astype(jnp.float64)
-    lp64 = module.apply(params, x64_, ctx64)
+    lp64 = apply(params, x64_, ctx64)
     assert lp64.dtype == jnp.float64
     np.testing.assert_allclose(lp64, lp32, rtol=1e-4, atol=1e-4)
-    draws = module.apply(params, jax.random.key(2), ctx64, method="sample")
+    draws = apply(params, jax.random.key(2), ctx64, method="sample")
     assert draws.dtype == jnp.float64 and draws.shape == (8, 2)
-    assert module.apply(params, jax.random.key(2), ctx32, method="sample").dtype == jnp.float32
+    assert apply(params, jax.random.key(2), ctx32, method="sample").dtype == jnp.float32
     if family in FLOWS:
-        z, _ = module.apply(params, x64_, ctx64, method="transform")
-        x_back = module.apply(params, z, ctx64, method="inverse")
+        z, _ = apply(params, x64_, ctx64, method="transform")
+        x_back = apply(params, z, ctx64, method="inverse")
         np.testing.assert_allclose(x_back, x64_, atol=1e-10)
 
 
@@ -296,7 +308,9 @@ def test_config_round_trip(factory):
     assert network_config(rebuilt) == config
     x, ctx = jnp.ones((2, 3)), jnp.ones((2, C))
     params = jax.jit(module.init)(jax.random.key(0), x, ctx)
-    np.testing.assert_array_equal(module.apply(params, x, ctx), rebuilt.apply(params, x, ctx))
+    np.testing.assert_array_equal(
+        jax.jit(module.apply)(params, x, ctx), jax.jit(rebuilt.apply)(params, x, ctx)
+    )
 
 
 def test_factory_defaults():

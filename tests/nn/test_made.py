@@ -26,7 +26,7 @@ def made_and_params(d, num_params=3, num_hidden=2, seed=0):
     key_init, key_x, key_c = jax.random.split(jax.random.key(seed), 3)
     x = jax.random.normal(key_x, (d,))
     context = jax.random.normal(key_c, (C,))
-    params = made.init(key_init, x, context)
+    params = jax.jit(made.init)(key_init, x, context)
     return made, params, x, context
 
 
@@ -51,7 +51,7 @@ def test_output_i_depends_only_on_inputs_before_i(d, num_hidden):
 def test_first_output_is_constant_in_x_for_d1():
     made, params, _, context = made_and_params(1)
     xs = jnp.linspace(-3.0, 3.0, 7)[:, None]
-    out = made.apply(params, xs, jnp.broadcast_to(context, (7, C)))
+    out = jax.jit(made.apply)(params, xs, jnp.broadcast_to(context, (7, C)))
     np.testing.assert_array_equal(out, jnp.broadcast_to(out[0], out.shape))
 
 
@@ -59,19 +59,18 @@ def test_shapes_and_broadcasting():
     made, params, _, _ = made_and_params(4, num_params=5)
     x = jnp.ones((3, 2, 4))
     c = jnp.ones((3, 2, C))
-    assert made.apply(params, x, c).shape == (3, 2, 4, 5)
+    apply = jax.jit(made.apply)
+    assert apply(params, x, c).shape == (3, 2, 4, 5)
     # One context for a batch of x is broadcast.
-    np.testing.assert_allclose(
-        made.apply(params, x, c[0, 0]), made.apply(params, x, c), rtol=1e-6
-    )
+    np.testing.assert_allclose(apply(params, x, c[0, 0]), apply(params, x, c), rtol=1e-6)
     with pytest.raises(ValueError, match="features"):
         made.apply(params, jnp.ones((3, 5)), jnp.ones((3, C)))
 
 
 def test_zero_init_output_is_zero():
     made = MADE(features=3, num_params=2, hidden_features=8)
-    params = made.init(jax.random.key(0), jnp.ones(3), jnp.ones(C))
-    out = made.apply(params, jnp.arange(3.0), jnp.ones(C))
+    params = jax.jit(made.init)(jax.random.key(0), jnp.ones(3), jnp.ones(C))
+    out = jax.jit(made.apply)(params, jnp.arange(3.0), jnp.ones(C))
     np.testing.assert_array_equal(out, 0.0)
 
 
