@@ -26,13 +26,13 @@ import arviz as az
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pymc as pm  # noqa: E402
+import matplotlib.pyplot as plt
+import pymc as pm
 
-import pymc_sbi as ps  # noqa: E402
-from pymc_sbi.benchmarks import two_moons  # noqa: E402
-from pymc_sbi.benchmarks.runner import posterior_matrix  # noqa: E402
-from pymc_sbi.diagnostics import c2st  # noqa: E402
+import pymc_sbi as ps
+from pymc_sbi.benchmarks import two_moons
+from pymc_sbi.benchmarks.runner import posterior_matrix
+from pymc_sbi.diagnostics import c2st
 
 
 def main(out: Path, simulations: int = 10_000, seed: int = 0) -> float:
@@ -41,14 +41,18 @@ def main(out: Path, simulations: int = 10_000, seed: int = 0) -> float:
     with pm.Model() as prior:
         pm.Uniform("theta", -1, 1, shape=2)
     sims = ps.simulate(prior, two_moons.simulator, n=simulations, seed=seed)
-    print(f"simulated {len(sims)} pairs ({sims.n_invalid} invalid) "
-          f"in {time.perf_counter() - t0:.1f} s")
+    print(
+        f"simulated {len(sims)} pairs ({sims.n_invalid} invalid) "
+        f"in {time.perf_counter() - t0:.1f} s"
+    )
 
     # 2. train the neural likelihood
     t = time.perf_counter()
     likelihood = ps.fit(ps.nle(ps.nn.nsf()), sims, seed=seed + 1)
-    print(f"trained {likelihood} for {likelihood.history['epochs']} epochs "
-          f"in {time.perf_counter() - t:.1f} s")
+    print(
+        f"trained {likelihood} for {likelihood.history['epochs']} epochs "
+        f"in {time.perf_counter() - t:.1f} s"
+    )
     likelihood.save(out / "two_moons_nle.safetensors")
 
     # 3. the surrogate is a term of a pm.Model; sample it with vectorised NUTS
@@ -58,8 +62,12 @@ def main(out: Path, simulations: int = 10_000, seed: int = 0) -> float:
         ps.NeuralLikelihood("x", likelihood, params={"theta": theta}, observed=x_obs)
         t = time.perf_counter()
         idata = pm.sample(
-            draws=250, tune=500, chains=40, random_seed=seed + 2,
-            nuts_sampler="numpyro", nuts={"chain_method": "vectorized"},
+            draws=250,
+            tune=300,
+            chains=40,
+            random_seed=seed + 2,
+            nuts_sampler="numpyro",
+            nuts={"chain_method": "vectorized"},
             initvals=ps.prior_initvals(model, 40, seed=seed + 3),
             compute_convergence_checks=False,
         )
@@ -75,7 +83,8 @@ def main(out: Path, simulations: int = 10_000, seed: int = 0) -> float:
     # 5. pair plot: surrogate posterior over the reference
     fig, axes = plt.subplots(1, 2, figsize=(9, 4.2), sharex=True, sharey=True)
     for ax, (label, s, color) in zip(
-        axes, [("reference (sbibm)", reference, "0.3"), ("pymc_sbi NLE + NUTS", samples, "C0")],
+        axes,
+        [("reference (sbibm)", reference, "0.3"), ("pymc_sbi NLE + NUTS", samples, "C0")],
         strict=True,
     ):
         ax.scatter(s[:, 0], s[:, 1], s=1, alpha=0.3, color=color)

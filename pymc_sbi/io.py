@@ -97,7 +97,7 @@ def load(path: str | os.PathLike) -> Estimator:
     try:
         with safe_open(path, framework="numpy") as f:
             metadata = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError, ValueError) as err:
         raise ValueError(f"{path} is not a readable safetensors file: {err}") from err
     if metadata.get("format") != FORMAT:

@@ -140,9 +140,7 @@ def NeuralLikelihood(
     several cores needs ``mp_ctx="forkserver"`` (see :mod:`pymc_sbi.ops`).
     """
     if estimator.kind != "nle":
-        raise ValueError(
-            f"NeuralLikelihood needs an NLE estimator, got kind={estimator.kind!r}."
-        )
+        raise ValueError(f"NeuralLikelihood needs an NLE estimator, got kind={estimator.kind!r}.")
     theta = stack_params(estimator, params)
     k = len(estimator.x_shape)
     if observed is not None:

@@ -117,9 +117,7 @@ def param_spec(model: pm.Model, names: Sequence[str] | None = None) -> ParamSpec
         d = model.named_vars_to_dims.get(rv.name)
         dims.append(tuple(d) if d else None)
     used = {d for ds in dims if ds for d in ds}
-    coords = tuple(
-        (k, tuple(v)) for k, v in model.coords.items() if k in used and v is not None
-    )
+    coords = tuple((k, tuple(v)) for k, v in model.coords.items() if k in used and v is not None)
     return ParamSpec(
         names=tuple(rv.name for rv in rvs),
         shapes=tuple(shapes),
@@ -156,9 +154,7 @@ def prior_draw_fn(model: pm.Model, n: int, names: Sequence[str] | None = None, s
 
     def draw() -> np.ndarray:
         values = fn()
-        return np.concatenate(
-            [np.asarray(v, dtype=float).reshape(n, -1) for v in values], axis=1
-        )
+        return np.concatenate([np.asarray(v, dtype=float).reshape(n, -1) for v in values], axis=1)
 
     return draw
 

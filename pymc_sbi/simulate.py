@@ -86,9 +86,7 @@ class Simulations:
             else np.asarray(self.proposal, dtype=np.int32)
         )
         if proposal.shape != (theta.shape[0],):
-            raise ValueError(
-                f"proposal has shape {proposal.shape}; expected ({theta.shape[0]},)."
-            )
+            raise ValueError(f"proposal has shape {proposal.shape}; expected ({theta.shape[0]},).")
         object.__setattr__(self, "theta", theta)
         object.__setattr__(self, "x", x)
         object.__setattr__(self, "proposal", proposal)

@@ -100,9 +100,7 @@ class ParamSpec:
             if shape == ():
                 labels.append(name)
             else:
-                labels.extend(
-                    f"{name}[{','.join(map(str, idx))}]" for idx in np.ndindex(*shape)
-                )
+                labels.extend(f"{name}[{','.join(map(str, idx))}]" for idx in np.ndindex(*shape))
         return tuple(labels)
 
     # -------------------------------------------------------------- flatten

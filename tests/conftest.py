@@ -28,13 +28,22 @@ def no_x64():
 @pytest.fixture(scope="session")
 def lg_sims():
     """4,000 linear-Gaussian simulations (prior N(0, I_2), correlated Gaussian noise)."""
-    return ps.simulate(linear_gaussian.prior_model(), linear_gaussian.simulator, 4000, seed=0,
-                       progress=False)
+    return ps.simulate(
+        linear_gaussian.prior_model(), linear_gaussian.simulator, 4000, seed=0, progress=False
+    )
 
 
 @pytest.fixture(scope="session")
 def lg_nle(lg_sims):
     """A small MAF likelihood trained on ``lg_sims`` (a few seconds)."""
     net = ps.nn.maf(hidden_features=32, num_transforms=2)
-    return ps.fit(ps.nle(net), lg_sims, seed=1, batch_size=100, learning_rate=2e-3,
-                  max_epochs=200, patience=10, progress=False)
+    return ps.fit(
+        ps.nle(net),
+        lg_sims,
+        seed=1,
+        batch_size=100,
+        learning_rate=2e-3,
+        max_epochs=200,
+        patience=10,
+        progress=False,
+    )

@@ -86,8 +86,9 @@ def test_both_x64_settings_agree(lg_nle, no_x64):
 def test_astype_float64(lg_nle, x64):
     e64 = lg_nle.astype(jnp.float64)
     assert e64.dtype == jnp.float64
-    np.testing.assert_allclose(e64.log_prob(np.ones(2), np.zeros(2)),
-                               lg_nle.log_prob(np.ones(2), np.zeros(2)), rtol=1e-5)
+    np.testing.assert_allclose(
+        e64.log_prob(np.ones(2), np.zeros(2)), lg_nle.log_prob(np.ones(2), np.zeros(2)), rtol=1e-5
+    )
 
 
 def test_save_load_round_trip(lg_nle, tmp_path):

@@ -20,8 +20,9 @@ COORDS = {"param": ["a", "b"], "trial": [0, 1, 2], "obs_dim": ["u", "v"]}
 def make_model(estimator, observed=X_OBS):
     with pm.Model(coords=COORDS) as model:
         theta = pm.Normal("theta", 0, 1, dims="param")
-        ps.NeuralLikelihood("x", estimator, params={"theta": theta}, observed=observed,
-                            dims=("trial", "obs_dim"))
+        ps.NeuralLikelihood(
+            "x", estimator, params={"theta": theta}, observed=observed, dims=("trial", "obs_dim")
+        )
     return model
 
 
@@ -56,10 +57,13 @@ def test_gradient_matches_finite_differences(lg_nle, x64):
     point = {"theta": np.array([0.3, -0.2])}
     grad = dlogp(point)
     h = 1e-6
-    fd = np.array([
-        (logp({"theta": point["theta"] + h * e}) - logp({"theta": point["theta"] - h * e})) / (2 * h)
-        for e in np.eye(2)
-    ])
+    fd = np.array(
+        [
+            (logp({"theta": point["theta"] + h * e}) - logp({"theta": point["theta"] - h * e}))
+            / (2 * h)
+            for e in np.eye(2)
+        ]
+    )
     np.testing.assert_allclose(grad, fd, rtol=1e-6, atol=1e-6)
     # the gradient is the network's, not only the prior's
     assert np.abs(grad + point["theta"]).max() > 0.1
@@ -76,41 +80,69 @@ def test_interface_dtype_is_float64_for_float32_network(lg_nle):
     "kwargs",
     [
         pytest.param(dict(nuts_sampler="pymc", cores=1), id="pymc-nuts"),
-        pytest.param(dict(nuts_sampler="numpyro", nuts={"chain_method": "vectorized"}),
-                     id="numpyro"),
+        pytest.param(
+            dict(nuts_sampler="numpyro", nuts={"chain_method": "vectorized"}), id="numpyro"
+        ),
         pytest.param(dict(nuts_sampler="nutpie"), id="nutpie-numba"),
-        pytest.param(dict(nuts_sampler="nutpie", compile_kwargs={"mode": "JAX",
-                                                                 "gradient_backend": "jax"}),
-                     id="nutpie-jax"),
+        pytest.param(
+            dict(nuts_sampler="nutpie", compile_kwargs={"mode": "JAX", "gradient_backend": "jax"}),
+            id="nutpie-jax",
+        ),
         pytest.param(dict(), id="default"),
     ],
 )
 def test_nuts_backends(lg_nle, kwargs):
     with make_model(lg_nle):
-        idata = pm.sample(300, tune=300, chains=2, random_seed=1, progressbar=False,
-                          compute_convergence_checks=False, **kwargs)
+        idata = pm.sample(
+            300,
+            tune=300,
+            chains=2,
+            random_seed=1,
+            progressbar=False,
+            compute_convergence_checks=False,
+            **kwargs,
+        )
     check_posterior(idata)
 
 
 def test_slice(lg_nle):
     with make_model(lg_nle):
-        idata = pm.sample(600, tune=300, chains=2, cores=1, step=pm.Slice(), random_seed=2,
-                          progressbar=False, compute_convergence_checks=False)
+        idata = pm.sample(
+            600,
+            tune=300,
+            chains=2,
+            cores=1,
+            step=pm.Slice(),
+            random_seed=2,
+            progressbar=False,
+            compute_convergence_checks=False,
+        )
     check_posterior(idata)
 
 
 def test_smc(lg_nle):
     with make_model(lg_nle):
-        idata = pm.sample_smc(draws=500, chains=1, cores=1, random_seed=3, progressbar=False,
-                              compute_convergence_checks=False)
+        idata = pm.sample_smc(
+            draws=500,
+            chains=1,
+            cores=1,
+            random_seed=3,
+            progressbar=False,
+            compute_convergence_checks=False,
+        )
     check_posterior(idata, tol_sd=0.5)
 
 
 def test_advi(lg_nle):
     mean, cov = linear_gaussian_posterior(X_OBS)
     with make_model(lg_nle):
-        approx = pm.fit(3000, method="advi", random_seed=4, progressbar=False,
-                        obj_optimizer=pm.adam(learning_rate=0.02))
+        approx = pm.fit(
+            3000,
+            method="advi",
+            random_seed=4,
+            progressbar=False,
+            obj_optimizer=pm.adam(learning_rate=0.02),
+        )
     draws = approx.sample(4000, random_seed=5)
     est = draws.posterior["theta"].mean(("chain", "draw")).values
     # mean-field ADVI gets a Gaussian posterior's mean right
@@ -121,8 +153,15 @@ def test_prior_and_posterior_predictive_draw_from_surrogate(lg_nle):
     model = make_model(lg_nle)
     with model:
         prior = pm.sample_prior_predictive(2000, random_seed=6)
-        idata = pm.sample(500, tune=300, chains=2, random_seed=7, progressbar=False,
-                          nuts_sampler="numpyro", compute_convergence_checks=False)
+        idata = pm.sample(
+            500,
+            tune=300,
+            chains=2,
+            random_seed=7,
+            progressbar=False,
+            nuts_sampler="numpyro",
+            compute_convergence_checks=False,
+        )
         pp = pm.sample_posterior_predictive(idata, random_seed=8, progressbar=False)
     x_prior = prior.prior_predictive["x"]
     assert x_prior.dims == ("chain", "draw", "trial", "obs_dim")
@@ -147,11 +186,11 @@ def test_wrong_inputs_give_clear_errors(lg_nle):
         t = pm.Normal("t", shape=2)
         ps.NeuralLikelihood("x", lg_nle, params={"theta": t, "extra": t}, observed=X_OBS)
     with pm.Model(), pytest.raises(ValueError, match=r"'theta'.*shape \(2,\)"):
-        ps.NeuralLikelihood("x", lg_nle, params={"theta": pm.Normal("t", shape=3)},
-                            observed=X_OBS)
+        ps.NeuralLikelihood("x", lg_nle, params={"theta": pm.Normal("t", shape=3)}, observed=X_OBS)
     with pm.Model(), pytest.raises(ValueError, match=r"observed has shape \(3, 3\).*\(2,\)"):
-        ps.NeuralLikelihood("x", lg_nle, params={"theta": pm.Normal("t", shape=2)},
-                            observed=np.zeros((3, 3)))
+        ps.NeuralLikelihood(
+            "x", lg_nle, params={"theta": pm.Normal("t", shape=2)}, observed=np.zeros((3, 3))
+        )
 
 
 def test_forked_child_raises_instead_of_deadlocking(lg_nle):

@@ -39,8 +39,15 @@ def test_nle_nuts_posterior_moments(lg_nle):
     with pm.Model() as model:
         theta = pm.Normal("theta", 0, 1, shape=2)
         ps.NeuralLikelihood("x", lg_nle, params={"theta": theta}, observed=X_OBS)
-        idata = pm.sample(1000, tune=500, chains=4, random_seed=11, progressbar=False,
-                          nuts_sampler="numpyro", nuts={"chain_method": "vectorized"})
+        idata = pm.sample(
+            1000,
+            tune=500,
+            chains=4,
+            random_seed=11,
+            progressbar=False,
+            nuts_sampler="numpyro",
+            nuts={"chain_method": "vectorized"},
+        )
     del model
     draws = idata.posterior["theta"].values.reshape(-1, 2)
     ess = np.asarray(az.ess(idata, var_names=["theta"])["theta"].values)
@@ -61,5 +68,5 @@ def test_nle_nuts_posterior_moments(lg_nle):
     sd = np.sqrt(np.diag(c))
     np.testing.assert_array_less(np.abs(m_q - m), 0.25 * sd)
     np.testing.assert_allclose(np.sqrt(np.diag(c_q)), sd, rtol=0.2)
-    corr = lambda k: k[0, 1] / np.sqrt(k[0, 0] * k[1, 1])  # noqa: E731
+    corr = lambda k: k[0, 1] / np.sqrt(k[0, 0] * k[1, 1])
     assert abs(corr(c_q) - corr(c)) < 0.15

@@ -31,8 +31,15 @@ def test_custom_loop_reproduces_fit(lg_sims):
     """The loop written in the training module's docstring gives fit's parameters."""
     objective = ps.nle(ps.nn.maf(**SMALL))
     seed, epochs, batch_size = 5, 3, 128
-    est = ps.fit(objective, lg_sims, seed=seed, max_epochs=epochs, patience=100,
-                 batch_size=batch_size, progress=False)
+    est = ps.fit(
+        objective,
+        lg_sims,
+        seed=seed,
+        max_epochs=epochs,
+        patience=100,
+        batch_size=batch_size,
+        progress=False,
+    )
 
     k_split, k_init, k_loop = jax.random.split(jax.random.key(seed), 3)
     train, val = ps.train_validation_split(k_split, lg_sims.as_batch(), 0.1)
@@ -61,7 +68,7 @@ def test_training_improves_and_early_stopping(lg_nle, lg_sims):
         assert h["epochs"] - 1 - h["best_epoch"] == 10  # patience=10 in the fixture
     # the trained surrogate beats its own untrained start by a wide margin; the exact
     # Gaussian log-likelihood per sample is -log(2 pi) - 0.5 log det(S) - 1 = -1.62...
-    exact = -np.log(2 * np.pi) - 0.5 * np.log(np.linalg.det(np.array([[.25, .15], [.15, .25]])))
+    exact = -np.log(2 * np.pi) - 0.5 * np.log(np.linalg.det(np.array([[0.25, 0.15], [0.15, 0.25]])))
     assert h["best_val_loss"] == pytest.approx(-(exact - 1.0), abs=0.08)
 
 
@@ -82,8 +89,14 @@ def test_nan_loss_stops_and_keeps_best(lg_sims):
     n_train = int(0.9 * len(lg_sims))
     steps_per_epoch = n_train // 200
     with pytest.warns(RuntimeWarning, match="Non-finite loss at epoch 2"):
-        est = ps.fit(ps.nle(ps.nn.maf(**SMALL)), lg_sims, seed=0, progress=False,
-                     optimizer=_nan_after(2 * steps_per_epoch + 3), max_epochs=10)
+        est = ps.fit(
+            ps.nle(ps.nn.maf(**SMALL)),
+            lg_sims,
+            seed=0,
+            progress=False,
+            optimizer=_nan_after(2 * steps_per_epoch + 3),
+            max_epochs=10,
+        )
     assert est.history["stop_reason"] == "non_finite_loss"
     assert est.history["epochs"] == 2
     assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(est.params))
@@ -92,13 +105,26 @@ def test_nan_loss_stops_and_keeps_best(lg_sims):
 
 def test_nan_from_the_start_raises(lg_sims):
     with pytest.raises(FloatingPointError, match="first epoch"), pytest.warns(RuntimeWarning):
-        ps.fit(ps.nle(ps.nn.maf(**SMALL)), lg_sims, seed=0, progress=False,
-               optimizer=_nan_after(0), max_epochs=3)
+        ps.fit(
+            ps.nle(ps.nn.maf(**SMALL)),
+            lg_sims,
+            seed=0,
+            progress=False,
+            optimizer=_nan_after(0),
+            max_epochs=3,
+        )
 
 
 def test_any_optax_optimizer_and_no_clipping(lg_sims):
-    est = ps.fit(ps.nle(ps.nn.maf(**SMALL)), lg_sims, seed=0, progress=False, max_epochs=2,
-                 optimizer=optax.sgd(1e-3), clip_norm=None)
+    est = ps.fit(
+        ps.nle(ps.nn.maf(**SMALL)),
+        lg_sims,
+        seed=0,
+        progress=False,
+        max_epochs=2,
+        optimizer=optax.sgd(1e-3),
+        clip_norm=None,
+    )
     assert est.history["epochs"] == 2
     assert est.config["custom_optimizer"] is True
 

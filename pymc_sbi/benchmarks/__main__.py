@@ -12,10 +12,22 @@ import sys
 SAMPLER_CHOICES = ("numpyro", "nutpie", "pymc")
 
 COLUMNS = [
-    ("task", "{}"), ("method", "{}"), ("network", "{}"), ("simulations", "{}"), ("seed", "{}"),
-    ("observation", "{}"), ("sampler", "{}"), ("c2st", "{:.3f}"), ("simulate_s", "{:.1f}"),
-    ("train_s", "{:.1f}"), ("train_cpu_s", "{:.1f}"), ("epochs", "{}"), ("sample_s", "{:.1f}"),
-    ("sample_cpu_s", "{:.1f}"), ("draws", "{}"), ("ess_per_s", "{:.0f}"),
+    ("task", "{}"),
+    ("method", "{}"),
+    ("network", "{}"),
+    ("simulations", "{}"),
+    ("seed", "{}"),
+    ("observation", "{}"),
+    ("sampler", "{}"),
+    ("c2st", "{:.3f}"),
+    ("simulate_s", "{:.1f}"),
+    ("train_s", "{:.1f}"),
+    ("train_cpu_s", "{:.1f}"),
+    ("epochs", "{}"),
+    ("sample_s", "{:.1f}"),
+    ("sample_cpu_s", "{:.1f}"),
+    ("draws", "{}"),
+    ("ess_per_s", "{:.0f}"),
     ("peak_rss_mb", "{:.0f}"),
 ]
 
@@ -39,12 +51,17 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--seed", type=int, nargs="+", default=[0])
     run.add_argument("--observation", type=int, default=1)
     run.add_argument(
-        "--sampler", default="numpyro",
+        "--sampler",
+        default="numpyro",
         help=f"comma-separated NUTS backends from {SAMPLER_CHOICES} (default numpyro)",
     )
     run.add_argument("--posterior-samples", type=int, default=10_000)
-    run.add_argument("--c2st-samples", type=int, default=None,
-                     help="subsample each set for C2ST (default: all, as sbibm)")
+    run.add_argument(
+        "--c2st-samples",
+        type=int,
+        default=None,
+        help="subsample each set for C2ST (default: all, as sbibm)",
+    )
     run.add_argument("--json", action="store_true", help="one JSON object per line")
     run.add_argument("--progress", action="store_true")
     args = parser.parse_args(argv)
@@ -58,9 +75,16 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for seed in args.seed:
         results, _, _ = run_benchmark(
-            args.task, args.method, args.simulations, seed, args.observation, samplers,
-            network=args.network, n_posterior=args.posterior_samples,
-            c2st_samples=args.c2st_samples, progress=args.progress,
+            args.task,
+            args.method,
+            args.simulations,
+            seed,
+            args.observation,
+            samplers,
+            network=args.network,
+            n_posterior=args.posterior_samples,
+            c2st_samples=args.c2st_samples,
+            progress=args.progress,
         )
         for r in results:
             row = r.as_dict()

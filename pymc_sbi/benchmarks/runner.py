@@ -71,8 +71,15 @@ def posterior_matrix(idata, spec) -> np.ndarray:
     return spec.flatten(values)
 
 
-def sample_posterior(model, sampler: str, n_samples: int, seed: int, chains: int | None = None,
-                     tune: int = 500, progress: bool = False):
+def sample_posterior(
+    model,
+    sampler: str,
+    n_samples: int,
+    seed: int,
+    chains: int | None = None,
+    tune: int = 300,
+    progress: bool = False,
+):
     """Draw about ``n_samples`` posterior samples with one NUTS backend.
 
     * ``numpyro``: ``chains`` (default 40) vectorised chains, each started at its
@@ -105,8 +112,13 @@ def sample_posterior(model, sampler: str, n_samples: int, seed: int, chains: int
         raise ValueError(f"Unknown sampler {sampler!r}; choose from {SAMPLERS}.")
     with model:
         idata = pm.sample(
-            draws=draws, tune=tune, chains=chains, random_seed=seed, progressbar=progress,
-            compute_convergence_checks=False, **kwargs,
+            draws=draws,
+            tune=tune,
+            chains=chains,
+            random_seed=seed,
+            progressbar=progress,
+            compute_convergence_checks=False,
+            **kwargs,
         )
     return idata, chains, draws
 
@@ -138,8 +150,9 @@ def run_benchmark(
         raise ValueError(f"Unknown method {method!r}; available: 'nle'.")
     task = get_task(task_name)
     t = time.perf_counter()
-    sims = ps.simulate(task.prior_model(), task.simulator, simulations, seed=seed,
-                       progress=progress)
+    sims = ps.simulate(
+        task.prior_model(), task.simulator, simulations, seed=seed, progress=progress
+    )
     simulate_s = time.perf_counter() - t
 
     net = {"nsf": ps.nn.nsf, "maf": ps.nn.maf, "mdn": ps.nn.mdn}[network]()
@@ -153,12 +166,15 @@ def run_benchmark(
     for i, sampler in enumerate(samplers):
         with task.prior_model() as model:
             ps.NeuralLikelihood(
-                "x", estimator, params={n: model[n] for n in estimator.spec.names},
+                "x",
+                estimator,
+                params={n: model[n] for n in estimator.spec.names},
                 observed=x_obs,
             )
         t, c = time.perf_counter(), _cpu()
-        idata, chains, draws = sample_posterior(model, sampler, n_posterior, seed=seed + 2 + i,
-                                                progress=progress)
+        idata, chains, draws = sample_posterior(
+            model, sampler, n_posterior, seed=seed + 2 + i, progress=progress
+        )
         sample_s, sample_cpu = time.perf_counter() - t, _cpu() - c
         traces[sampler] = idata
         samples = posterior_matrix(idata, estimator.spec)
@@ -167,12 +183,25 @@ def run_benchmark(
         score = c2st(samples, reference, seed=seed, max_samples=c2st_samples)
         results.append(
             BenchmarkResult(
-                task=task_name, method=method, simulations=simulations, seed=seed,
-                observation=observation, sampler=sampler, network=network, c2st=float(score),
-                simulate_s=simulate_s, train_s=train_s, train_cpu_s=train_cpu,
-                epochs=int(estimator.history["epochs"]), sample_s=sample_s,
-                sample_cpu_s=sample_cpu, draws=int(samples.shape[0]), chains=chains,
-                ess_bulk_min=ess_min, ess_per_s=ess_min / sample_s, peak_rss_mb=_peak_rss_mb(),
+                task=task_name,
+                method=method,
+                simulations=simulations,
+                seed=seed,
+                observation=observation,
+                sampler=sampler,
+                network=network,
+                c2st=float(score),
+                simulate_s=simulate_s,
+                train_s=train_s,
+                train_cpu_s=train_cpu,
+                epochs=int(estimator.history["epochs"]),
+                sample_s=sample_s,
+                sample_cpu_s=sample_cpu,
+                draws=int(samples.shape[0]),
+                chains=chains,
+                ess_bulk_min=ess_min,
+                ess_per_s=ess_min / sample_s,
+                peak_rss_mb=_peak_rss_mb(),
                 extra={"n_invalid": sims.n_invalid, "draws_per_chain": draws},
             )
         )

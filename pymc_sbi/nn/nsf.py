@@ -17,9 +17,12 @@ by order reversals and the base is standard normal, exactly as for
 bins with unit knot derivatives, i.e. an identity flow at init.
 
 Inputs are z-scored upstream, so the default tail bound :math:`B = 3` covers
-the bulk of the data; mass beyond :math:`\pm B` is still modelled, but only by
-the shifts/scales of the other layers' splines acting on it (each spline is the
-identity out there).
+the bulk of the data.  Each spline is the identity outside :math:`[-B, B]`
+(with zero log-determinant), so a point that lies outside the interval in
+every layer is passed through unchanged and, far out, :math:`q` has
+standard-normal tails.  Data whose z-scored tails are much heavier than that
+(or that are not z-scored) are modelled poorly beyond :math:`\pm B`: raise
+``tail_bound`` for them.
 
 References
 ----------

@@ -145,13 +145,15 @@ def _bin_parameters(value: jax.Array, knots: jax.Array, *others: jax.Array) -> t
     Returns the bin's lower/upper knot of ``knots`` and of each array in
     ``others`` (all of shape ``(..., K + 1)``).
     """
-    num_bins = knots.shape[-1] - 1
+    # Bin k holds knots[k] <= value < knots[k + 1]; interior knots only, so values at
+    # (or, after clamping, beyond) the ends fall into the first/last bin.
     idx = jnp.sum(value[..., None] >= knots[..., 1:-1], axis=-1)
-    idx = jnp.clip(idx, 0, num_bins - 1)[..., None]
+    # One-hot selection instead of a gather: K is small, and it compiles faster.
+    onehot = jax.nn.one_hot(idx, knots.shape[-1] - 1, dtype=knots.dtype)
     out = []
     for arr in (knots, *others):
-        out.append(jnp.take_along_axis(arr, idx, axis=-1)[..., 0])
-        out.append(jnp.take_along_axis(arr, idx + 1, axis=-1)[..., 0])
+        out.append(jnp.sum(onehot * arr[..., :-1], axis=-1))
+        out.append(jnp.sum(onehot * arr[..., 1:], axis=-1))
     return tuple(out)
 
 

@@ -54,18 +54,19 @@ def build(family, d, noise=0.3, seed=0):
     Cached, so that tests sharing a network share compilations.
     """
     module = SMALL[family]().clone(features=d)
-    key_init, key_noise = jax.random.split(jax.random.key(seed))
-    params = jax.jit(module.init)(key_init, jnp.zeros(d), jnp.zeros(C))
+    params = jax.jit(module.init)(jax.random.key(seed), jnp.zeros(d), jnp.zeros(C))
+    # NumPy noise: drawing with jax.random would compile one program per leaf shape.
+    rng = np.random.default_rng(seed)
     leaves, treedef = jax.tree_util.tree_flatten(params)
-    keys = jax.random.split(key_noise, len(leaves))
-    leaves = [
-        p + noise * jax.random.normal(k, p.shape, p.dtype)
-        for p, k in zip(leaves, keys, strict=True)
-    ]
+    leaves = [p + noise * rng.standard_normal(p.shape).astype(p.dtype) for p in leaves]
     params = jax.tree_util.tree_unflatten(treedef, leaves)
     log_prob = jax.jit(lambda x, c: module.apply(params, x, c))
     sample = jax.jit(lambda key, c: module.apply(params, key, c, method="sample"))
     return module, params, log_prob, sample
+
+
+def normal(rng, *shape):
+    return rng.standard_normal(shape).astype(np.float32)
 
 
 def draw(sample, d, seed=1):
@@ -148,7 +149,8 @@ def test_density_1d_normalised_and_matches_samples(family):
     axes, mesh, dens = grid_density(log_prob, lo, hi, 20_001)
     assert max(dens[0], dens[-1]) < 1e-4 * dens.max()
     z = trapezoid(dens, axes)
-    assert abs(z - 1.0) < 0.01, z
+    # 20k grid points in 1-D: the quadrature error is negligible, the edges hold < 1e-4.
+    assert abs(z - 1.0) < 1e-3, z
     mean_grid = trapezoid(dens * mesh[..., 0], axes) / z
     var_grid = trapezoid(dens * (mesh[..., 0] - mean_grid) ** 2, axes) / z
     assert abs(x.mean() - mean_grid) < 4 * x.std() / np.sqrt(N_SAMPLES)
@@ -214,9 +216,9 @@ def test_density_3d_importance_sampling(family):
 @pytest.mark.parametrize("family", FLOWS)
 def test_flow_log_det_and_inverse(family, d):
     module, params, _, _ = build(family, d)
-    key = jax.random.key(2)
-    x = 1.5 * jax.random.normal(key, (64, d))  # some points beyond the spline bound
-    ctx = jax.random.normal(jax.random.fold_in(key, 1), (64, C))
+    rng = np.random.default_rng(2)
+    x = 1.5 * normal(rng, 64, d)  # some points beyond the spline bound
+    ctx = normal(rng, 64, C)
     transform = lambda x, c: module.apply(params, x, c, method="transform")
     z, log_det = jax.jit(transform)(x, ctx)
     jac = jax.jit(jax.vmap(jax.jacfwd(lambda x, c: transform(x, c)[0])))(x, ctx)
@@ -233,7 +235,7 @@ def test_flow_log_det_and_inverse(family, d):
 @pytest.mark.parametrize("family", FLOWS)
 def test_untrained_flow_is_standard_normal(family):
     module = SMALL[family]().clone(features=3)
-    x, ctx = jax.random.normal(jax.random.key(0), (10, 3)), jnp.ones((10, C))
+    x, ctx = normal(np.random.default_rng(0), 10, 3), jnp.ones((10, C))
     params = jax.jit(module.init)(jax.random.key(1), x, ctx)
     expected = -0.5 * jnp.sum(x**2, -1) - 1.5 * np.log(2 * np.pi)
     np.testing.assert_allclose(jax.jit(module.apply)(params, x, ctx), expected, atol=1e-5)
@@ -243,8 +245,8 @@ def test_untrained_flow_is_standard_normal(family):
 @pytest.mark.parametrize("family", ["maf", "nsf", "mdn"])
 def test_shapes_vmap_and_broadcasting(family, d):
     module, params, log_prob, sample = build(family, d)
-    x = jax.random.normal(jax.random.key(0), (4, 5, d))
-    ctx = jax.random.normal(jax.random.key(1), (4, 5, C))
+    rng = np.random.default_rng(0)
+    x, ctx = normal(rng, 4, 5, d), normal(rng, 4, 5, C)
     lp = log_prob(x, ctx)
     assert lp.shape == (4, 5) and lp.dtype == jnp.float32
     assert log_prob(x[0, 0], ctx[0, 0]).shape == ()
@@ -252,9 +254,9 @@ def test_shapes_vmap_and_broadcasting(family, d):
     vmapped = jax.jit(jax.vmap(jax.vmap(lambda x, c: module.apply(params, x, c))))(x, ctx)
     np.testing.assert_allclose(vmapped, lp, rtol=1e-5, atol=1e-5)
     # One context broadcast against many x.
-    np.testing.assert_allclose(
-        log_prob(x[0], ctx[0, 0]), log_prob(x[0], jnp.broadcast_to(ctx[0, 0], (5, C))), rtol=1e-6
-    )
+    lp_bcast = log_prob(x[0], ctx[0, 0])
+    assert lp_bcast.shape == (5,)
+    np.testing.assert_allclose(lp_bcast[3], log_prob(x[0, 3], ctx[0, 0]), rtol=1e-5, atol=1e-5)
     key = jax.random.key(3)
     draws = sample(key, ctx)
     assert draws.shape == (4, 5, d) and draws.dtype == jnp.float32
@@ -268,8 +270,8 @@ def test_shapes_vmap_and_broadcasting(family, d):
 @pytest.mark.parametrize("family", ["maf", "nsf", "mdn"])
 def test_gradients_finite(family):
     module, params, _, _ = build(family, 2)
-    x = 2.0 * jax.random.normal(jax.random.key(0), (32, 2))
-    ctx = jax.random.normal(jax.random.key(1), (32, C))
+    rng = np.random.default_rng(0)
+    x, ctx = 2.0 * normal(rng, 32, 2), normal(rng, 32, C)
     grads = jax.jit(jax.grad(lambda p: module.apply(p, x, ctx).mean()))(params)
     for g in jax.tree_util.tree_leaves(grads):
         assert np.all(np.isfinite(g))
@@ -278,8 +280,8 @@ def test_gradients_finite(family):
 @pytest.mark.parametrize("family", ["maf", "nsf", "mdn"])
 def test_float64_inputs_compute_in_float64(family, x64):
     module, params, _, _ = build(family, 2)
-    x32 = jax.random.normal(jax.random.key(0), (8, 2), dtype=jnp.float32)
-    ctx32 = jax.random.normal(jax.random.key(1), (8, C), dtype=jnp.float32)
+    rng = np.random.default_rng(0)
+    x32, ctx32 = jnp.asarray(normal(rng, 8, 2)), jnp.asarray(normal(rng, 8, C))
     apply = jax.jit(module.apply, static_argnames="method")
     lp32 = apply(params, x32, ctx32)
     assert lp32.dtype == jnp.float32  # float32 params do not force a dtype

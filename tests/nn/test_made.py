@@ -23,10 +23,10 @@ def made_and_params(d, num_params=3, num_hidden=2, seed=0):
         activation="tanh",
         zero_init_output=False,
     )
-    key_init, key_x, key_c = jax.random.split(jax.random.key(seed), 3)
-    x = jax.random.normal(key_x, (d,))
-    context = jax.random.normal(key_c, (C,))
-    params = jax.jit(made.init)(key_init, x, context)
+    rng = np.random.default_rng(seed)
+    x = jnp.asarray(rng.standard_normal(d), dtype=jnp.float32)
+    context = jnp.asarray(rng.standard_normal(C), dtype=jnp.float32)
+    params = jax.jit(made.init)(jax.random.key(seed), x, context)
     return made, params, x, context
 
 
