@@ -17,6 +17,7 @@ from pymc_sbi import diagnostics, nn
 from pymc_sbi.estimator import Estimator
 from pymc_sbi.io import load, save
 from pymc_sbi.likelihood import NeuralLikelihood
+from pymc_sbi.ratio import NeuralRatio
 from pymc_sbi.objectives import Objective, TrainState, nle
 from pymc_sbi.prior import draw_prior, param_spec, prior_initvals
 from pymc_sbi.simulate import Simulations, run_simulator, simulate
@@ -35,6 +36,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Estimator",
     "NeuralLikelihood",
+    "NeuralRatio",
     "Objective",
     "ParamSpec",
     "Simulations",

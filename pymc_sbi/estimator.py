@@ -28,28 +28,40 @@ from pymc_sbi.standardize import Standardization
 
 __all__ = ["Estimator"]
 
-KINDS = ("nle",)
+KINDS = ("nle", "npe", "nre")
+
+# Network conventions per kind (z_* are z-scored inputs):
+#   nle: apply(params, z_x, z_theta) -> log q(z_x | z_theta); sample(rng, z_theta) -> z_x
+#   npe: apply(params, z_theta, z_x) -> log q(z_theta | z_x); sample(rng, z_x) -> z_theta
+#   nre: apply(params, z_theta, z_x) -> logit = log r(x, theta)
 
 
-@partial(jax.jit, static_argnums=0)
-def _log_prob(module, params, standardization, x, theta):
-    return nle_log_prob(module, params, standardization, x, theta)
+@partial(jax.jit, static_argnums=(0, 1))
+def _log_prob(kind, module, params, std: Standardization, x, theta):
+    if kind == "nle":
+        return nle_log_prob(module, params, std, x, theta)
+    if kind == "npe":
+        return module.apply(params, std.theta(theta), std.x(x)) + std.theta_log_det()
+    return module.apply(params, std.theta(theta), std.x(x))  # nre: log-ratio
 
 
-@partial(jax.jit, static_argnums=0)
-def _sample(module, params, standardization, rng_key, ztheta):
-    z = module.apply(params, rng_key, ztheta, method="sample")
-    return standardization.x_inverse(z)
+@partial(jax.jit, static_argnums=(0, 1))
+def _sample(kind, module, params, std: Standardization, rng_key, condition):
+    if kind == "nle":
+        return std.x_inverse(module.apply(params, rng_key, std.theta(condition), method="sample"))
+    return std.theta_inverse(module.apply(params, rng_key, std.x(condition), method="sample"))
 
 
 @dataclass(frozen=True, eq=False)
 class Estimator:
-    r"""A trained neural likelihood (``kind="nle"``) with everything needed to use it.
+    r"""A trained neural estimator with everything needed to use it.
 
     Attributes
     ----------
     kind
-        Which quantity the network estimates: ``"nle"`` -- :math:`q(x \mid \theta)`.
+        Which quantity the network estimates: ``"nle"`` -- the likelihood
+        :math:`q(x \mid \theta)`; ``"npe"`` -- the posterior :math:`q(\theta \mid x)`;
+        ``"nre"`` -- the likelihood-to-evidence ratio :math:`r(x, \theta)`.
     module
         The flax network (with ``features`` set).
     params
@@ -132,8 +144,22 @@ class Estimator:
         return tuple(x.shape[: x.ndim - k])
 
     # -------------------------------------------------------------- methods
+    def _pairs(self, x, theta):
+        """Validate, broadcast and cast ``x`` and ``theta`` to flat network inputs."""
+        x = jnp.asarray(x)
+        theta = jnp.asarray(theta)
+        self._check_theta(theta)
+        xb = self._check_x(x)
+        out_dtype = jnp.result_type(x.dtype, theta.dtype, jnp.float32)
+        batch = jnp.broadcast_shapes(xb, theta.shape[:-1])
+        dt = self.dtype
+        xf = jnp.broadcast_to(flatten_x(x, len(self.x_shape)), (*batch, self.x_dim)).astype(dt)
+        tf = jnp.broadcast_to(theta, (*batch, self.spec.dim)).astype(dt)
+        return xf, tf, out_dtype
+
     def log_prob(self, x, theta) -> jax.Array:
-        r"""Log density :math:`\log q(x \mid \theta)` of the surrogate likelihood.
+        r"""Log density of the surrogate: :math:`\log q(x \mid \theta)` (NLE) or
+        :math:`\log q(\theta \mid x)` (NPE, without leakage correction).
 
         Parameters
         ----------
@@ -148,44 +174,58 @@ class Estimator:
             ``broadcast(x_batch, theta_batch)``-shaped log densities, in the
             floating dtype of the inputs (float32 inputs give float32).
         """
-        x = jnp.asarray(x)
-        theta = jnp.asarray(theta)
-        self._check_theta(theta)
-        xb = self._check_x(x)
-        out_dtype = jnp.result_type(x.dtype, theta.dtype, jnp.float32)
-        batch = jnp.broadcast_shapes(xb, theta.shape[:-1])
-        dt = self.dtype
-        xf = jnp.broadcast_to(flatten_x(x, len(self.x_shape)), (*batch, self.x_dim)).astype(dt)
-        tf = jnp.broadcast_to(theta, (*batch, self.spec.dim)).astype(dt)
-        lp = _log_prob(self.module, self.params, self.standardization, xf, tf)
+        if self.kind == "nre":
+            raise TypeError("A ratio estimator has no density; use log_ratio(x, theta).")
+        xf, tf, out_dtype = self._pairs(x, theta)
+        lp = _log_prob(self.kind, self.module, self.params, self.standardization, xf, tf)
         return lp.astype(out_dtype)
 
-    def sample(self, rng_key, theta, n: int | None = None) -> jax.Array:
-        """Draw ``x ~ q(x | theta)``.
+    def log_ratio(self, x, theta) -> jax.Array:
+        r"""NRE: :math:`\log r(x, \theta) \approx \log p(x \mid \theta) - \log p(x)`
+        (for NRE-B, up to an additive function of ``x``). Shapes as :meth:`log_prob`."""
+        if self.kind != "nre":
+            raise TypeError(f"log_ratio needs a ratio estimator (kind 'nre'), not {self.kind!r}.")
+        xf, tf, out_dtype = self._pairs(x, theta)
+        lr = _log_prob(self.kind, self.module, self.params, self.standardization, xf, tf)
+        return lr.astype(out_dtype)
+
+    def sample(self, rng_key, condition, n: int | None = None) -> jax.Array:
+        """Draw from the surrogate: ``x ~ q(x | theta)`` (NLE) or ``theta ~ q(theta | x)`` (NPE).
 
         Parameters
         ----------
         rng_key
             JAX PRNG key.
-        theta
-            ``(..., d)`` parameters.
+        condition
+            NLE: ``theta`` of shape ``(..., d)``; NPE: ``x`` of shape ``(..., *x_shape)``.
         n
-            Number of draws per parameter vector; ``None`` for one draw without
-            the leading axis.
+            Number of draws per condition; ``None`` for one draw without the
+            leading axis.
 
         Returns
         -------
         jax.Array
-            ``(n, ..., *x_shape)`` (or ``(..., *x_shape)`` when ``n`` is None).
+            NLE ``(n, ..., *x_shape)``, NPE ``(n, ..., d)`` (no ``n`` axis when
+            ``n`` is None).
         """
-        theta = jnp.asarray(theta)
-        self._check_theta(theta)
-        out_dtype = jnp.result_type(theta.dtype, jnp.float32)
-        zt = self.standardization.theta(theta.astype(self.dtype))
+        if self.kind == "nre":
+            raise TypeError("A ratio estimator cannot be sampled directly; use an MCMC sampler.")
+        c = jnp.asarray(condition)
+        if self.kind == "nle":
+            self._check_theta(c)
+            lead, flat = c.shape[:-1], c
+            event = self.x_shape
+        else:
+            lead = self._check_x(c)
+            flat = flatten_x(c, len(self.x_shape))
+            event = (self.spec.dim,)
+        out_dtype = jnp.result_type(c.dtype, jnp.float32)
+        flat = flat.astype(self.dtype)
         if n is not None:
-            zt = jnp.broadcast_to(zt, (int(n), *zt.shape))
-        x = _sample(self.module, self.params, self.standardization, rng_key, zt)
-        return jnp.reshape(x, (*zt.shape[:-1], *self.x_shape)).astype(out_dtype)
+            flat = jnp.broadcast_to(flat, (int(n), *flat.shape))
+            lead = (int(n), *lead)
+        draws = _sample(self.kind, self.module, self.params, self.standardization, rng_key, flat)
+        return jnp.reshape(draws, (*lead, *event)).astype(out_dtype)
 
     # ------------------------------------------------------------ save/load
     def save(self, path) -> None:

@@ -38,6 +38,14 @@ class Standardization(NamedTuple):
         """Back from standardised to raw ``x``."""
         return z * self.x_std + self.x_mean
 
+    def theta_inverse(self, z):
+        """Back from standardised to raw ``theta``."""
+        return z * self.theta_std + self.theta_mean
+
+    def theta_log_det(self):
+        r"""``-\sum_i \log \sigma_{\theta,i}``: log-Jacobian of ``theta -> z``."""
+        return -jnp.sum(jnp.log(self.theta_std))
+
     def x_log_det(self):
         r"""``-\sum_i \log \sigma_i``: log-Jacobian of ``x -> z``."""
         return -jnp.sum(jnp.log(self.x_std))

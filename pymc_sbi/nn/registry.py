@@ -14,13 +14,26 @@ from typing import Any
 
 import flax.linen as nn
 
+from .classifier import MLPClassifier, ResidualClassifier
+from .embedding import EmbeddedDensity, MLPEmbedding
 from .maf import MAF
 from .mdn import MDN
 from .nsf import NSF
 
 __all__ = ["NETWORKS", "network_config", "network_from_config", "register_network"]
 
-NETWORKS: dict[str, type[nn.Module]] = {"maf": MAF, "nsf": NSF, "mdn": MDN}
+NETWORKS: dict[str, type[nn.Module]] = {
+    "maf": MAF,
+    "nsf": NSF,
+    "mdn": MDN,
+    "mlp_classifier": MLPClassifier,
+    "resnet_classifier": ResidualClassifier,
+}
+
+# Embedding nets and the density-with-embedding composite (module-valued fields
+# are saved recursively as nested {"family", "config"} dicts).
+NETWORKS["mlp_embedding"] = MLPEmbedding
+NETWORKS["embedded_density"] = EmbeddedDensity
 
 _EXCLUDED_FIELDS = frozenset({"parent", "name"})
 _JSON_PRIMITIVES = (bool, int, float, str, type(None))
@@ -57,6 +70,9 @@ def network_config(module: nn.Module) -> dict[str, Any]:
         if field.name in _EXCLUDED_FIELDS:
             continue
         value = getattr(module, field.name)
+        if isinstance(value, nn.Module):  # nested network: its own definition
+            config[field.name] = network_config(value)
+            continue
         if not isinstance(value, _JSON_PRIMITIVES):
             raise TypeError(
                 f"field {field.name!r} of {type(module).__name__} is {type(value).__name__}, "
@@ -81,4 +97,8 @@ def network_from_config(definition: dict[str, Any]) -> nn.Module:
     unknown = set(config) - allowed
     if unknown:
         raise ValueError(f"unknown fields {sorted(unknown)} for network family {family!r}")
+    config = {  # nested network definitions (module-valued fields) are rebuilt first
+        k: network_from_config(v) if isinstance(v, dict) and "family" in v else v
+        for k, v in config.items()
+    }
     return cls(**config)

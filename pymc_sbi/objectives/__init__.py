@@ -2,5 +2,18 @@
 
 from pymc_sbi.objectives.base import Objective, TrainState
 from pymc_sbi.objectives.nle import nle, nle_log_prob
+from pymc_sbi.objectives.npe import npe, npe_log_prob
+from pymc_sbi.objectives.nre import bnre, contrast_indices, nre_a, nre_b, nre_c, nre_log_ratio
 
-__all__ = ["Objective", "TrainState", "nle", "nle_log_prob"]
+__all__ = [
+    "Objective",
+    "TrainState",
+    "bnre",
+    "contrast_indices",
+    "nle",
+    "nle_log_prob",
+    "nre_a",
+    "nre_b",
+    "nre_c",
+    "nre_log_ratio",
+]

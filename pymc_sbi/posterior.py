@@ -1,0 +1,563 @@
+r"""Use a neural posterior estimate: sample it, evaluate it, find its mode, export it.
+
+An NPE estimator (``kind="npe"``, trained with :func:`pymc_sbi.objectives.npe`)
+is a normalised density :math:`q(\theta \mid x)` on all of
+:math:`\mathbb{R}^d`.  When the prior has bounded support :math:`S` (e.g. a
+``Uniform``), part of the mass of :math:`q` *leaks* outside :math:`S`, where
+the true posterior is zero.  As in sbi (Greenberg et al. 2019, sec. 3.3), the
+posterior estimate is the truncation of :math:`q` to the support,
+
+.. math::
+
+    \hat p(\theta \mid x) = \frac{q(\theta \mid x)\,\mathbf 1[\theta \in S]}{Z(x)},
+    \qquad Z(x) = P_q(\theta \in S \mid x) = \int_S q(\theta \mid x)\,d\theta,
+
+so that
+
+- :func:`sample_posterior` draws from :math:`\hat p` by rejection: draw from
+  :math:`q`, keep the draws inside :math:`S`; the acceptance rate estimates
+  :math:`Z(x)` and the *leakage* is :math:`1 - Z(x)`;
+- :func:`log_prob_corrected` evaluates :math:`\log \hat p`, with :math:`Z(x)`
+  estimated by Monte Carlo (:func:`support_mass`);
+- :func:`map_estimate` maximises :math:`\log q` over :math:`S`
+  (:math:`Z(x)` does not move the mode);
+- :func:`to_datatree` / :func:`posterior_samples` return ArviZ ``DataTree``
+  objects whose variables carry the prior model's names, shapes, dims and coords.
+
+:math:`S` is the box ``[spec.lower, spec.upper]`` recorded from the prior
+model's transforms (see :func:`pymc_sbi.prior.param_spec`); an unbounded spec
+gives :math:`Z = 1` and no rejection.
+
+References
+----------
+D. Greenberg, M. Nonnenmacher, J. Macke, "Automatic Posterior Transformation
+for Likelihood-Free Inference", ICML 2019, arXiv:1905.07488.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from pymc_sbi.estimator import Estimator
+from pymc_sbi.spec import ParamSpec
+
+__all__ = [
+    "PosteriorDraws",
+    "log_prob_corrected",
+    "map_estimate",
+    "posterior_samples",
+    "sample_posterior",
+    "support_mass",
+    "to_datatree",
+]
+
+_MIN_ROUND = 256  # smallest number of draws per observation in a rejection round
+
+
+class PosteriorDraws(NamedTuple):
+    """Output of :func:`sample_posterior` (unpacks as ``samples, acceptance_rate``).
+
+    Attributes
+    ----------
+    samples
+        ``(n, d)`` draws, or ``(B, n, d)`` for a batch of ``B`` observations.
+    acceptance_rate
+        Fraction of the flow's draws that fell inside the prior support: a
+        float, or ``(B,)`` for a batch.  The leakage is ``1 - acceptance_rate``.
+    """
+
+    samples: np.ndarray
+    acceptance_rate: float | np.ndarray
+
+    @property
+    def leakage(self) -> float | np.ndarray:
+        """Estimated mass of the flow outside the prior support, ``1 - acceptance_rate``."""
+        return 1.0 - self.acceptance_rate
+
+
+# ------------------------------------------------------------------ helpers
+def _as_key(seed_or_key) -> jax.Array:
+    if isinstance(seed_or_key, int | np.integer):
+        return jax.random.key(int(seed_or_key))
+    return jnp.asarray(seed_or_key) if not isinstance(seed_or_key, jax.Array) else seed_or_key
+
+
+def _check_npe(estimator: Estimator) -> None:
+    kind = getattr(estimator, "kind", None)
+    if kind != "npe":
+        raise TypeError(f"Need a posterior estimator (kind 'npe'), got kind {kind!r}.")
+
+
+def _observations(estimator: Estimator, x_obs) -> tuple[jax.Array, bool]:
+    """``x_obs`` as a ``(B, *x_shape)`` batch, and whether it was given as one."""
+    x = jnp.asarray(x_obs)
+    shape, k = estimator.x_shape, len(estimator.x_shape)
+    if x.shape == shape:
+        return x[None], False
+    if x.ndim == k + 1 and x.shape[1:] == shape:
+        return x, True
+    raise ValueError(
+        f"x_obs has shape {tuple(x.shape)}; expected {shape} for one observation or "
+        f"(B, {', '.join(map(str, shape))}) for a batch of B observations (x_shape {shape} as "
+        "in training)."
+    )
+
+
+def _bounds(spec: ParamSpec) -> tuple[np.ndarray, np.ndarray]:
+    return np.asarray(spec.lower, np.float64), np.asarray(spec.upper, np.float64)
+
+
+def _bounded(spec: ParamSpec) -> bool:
+    lo, hi = _bounds(spec)
+    return bool(np.any(np.isfinite(lo)) or np.any(np.isfinite(hi)))
+
+
+def _in_support(spec: ParamSpec, theta: jax.Array) -> jax.Array:
+    """Pure-JAX mask ``(...)``: every element of ``theta`` ``(..., d)`` within its bounds."""
+    lo, hi = _bounds(spec)
+    theta = jnp.asarray(theta)
+    return jnp.all((theta >= lo.astype(theta.dtype)) & (theta <= hi.astype(theta.dtype)), -1)
+
+
+# ----------------------------------------------------------------- sampling
+def sample_posterior(
+    estimator: Estimator,
+    x_obs,
+    n: int,
+    seed_or_key=0,
+    *,
+    batch: int = 65_536,
+    max_tries: int = 100,
+    min_acceptance: float = 1e-3,
+    warn_acceptance: float = 1e-2,
+) -> PosteriorDraws:
+    r"""Draw ``n`` samples from the NPE posterior truncated to the prior support.
+
+    Rejection sampling from :math:`q(\theta \mid x_o)`: draw, keep the draws
+    with :math:`\theta \in S` (and finite), repeat until ``n`` are kept.  The
+    kept draws are exact samples of
+    :math:`\hat p(\theta \mid x_o) \propto q(\theta \mid x_o)\,\mathbf 1[\theta \in S]`.
+
+    Parameters
+    ----------
+    estimator
+        A trained NPE estimator.
+    x_obs
+        One observation ``x_shape`` or a batch ``(B, *x_shape)``.
+    n
+        Number of samples per observation.
+    seed_or_key
+        Integer seed or JAX PRNG key; same seed, same samples.
+    batch
+        Largest number of draws per observation in one round.  The first round
+        draws ``n``; later rounds draw about what is still missing divided by
+        the acceptance rate (a power of two, between 256 and ``batch``), so few
+        shapes are compiled.
+    max_tries
+        Largest number of rounds.
+    min_acceptance
+        Once ``10 / min_acceptance`` draws of an observation have been made,
+        an acceptance rate below this raises instead of looping on.
+    warn_acceptance
+        Warn (``UserWarning``) when the acceptance rate is below this.
+
+    Returns
+    -------
+    PosteriorDraws
+        ``samples`` ``(n, d)`` (``(B, n, d)`` for a batch) and ``acceptance_rate``
+        (float, or ``(B,)``): the fraction of all draws inside :math:`S`, an
+        unbiased estimate of :math:`Z(x_o) = P_q(\theta \in S \mid x_o)`.
+
+    Raises
+    ------
+    RuntimeError
+        If the acceptance rate falls below ``min_acceptance``, or ``n`` samples
+        are not reached in ``max_tries`` rounds.
+    """
+    _check_npe(estimator)
+    n = int(n)
+    if n < 1:
+        raise ValueError(f"n must be a positive integer, got {n}.")
+    xb, batched = _observations(estimator, x_obs)
+    n_obs, spec = xb.shape[0], estimator.spec
+    key = _as_key(seed_or_key)
+    kept: list[list[np.ndarray]] = [[] for _ in range(n_obs)]
+    n_kept = np.zeros(n_obs, np.int64)
+    n_inside = np.zeros(n_obs, np.int64)
+    n_drawn = np.zeros(n_obs, np.int64)
+    min_draws = math.ceil(10.0 / min_acceptance)
+    size = min(n, int(batch))
+    for _ in range(int(max_tries)):
+        key, sub = jax.random.split(key)
+        draws = jnp.swapaxes(estimator.sample(sub, xb, size), 0, 1)  # (B, size, d)
+        inside = np.asarray(_in_support(spec, draws) & jnp.all(jnp.isfinite(draws), -1))
+        draws = np.asarray(draws)
+        active = n_kept < n
+        for b in np.flatnonzero(active):
+            n_drawn[b] += size
+            n_inside[b] += int(inside[b].sum())
+            take = draws[b][inside[b]][: n - n_kept[b]]
+            kept[b].append(take)
+            n_kept[b] += take.shape[0]
+        if np.all(n_kept >= n):
+            break
+        rate = n_inside / np.maximum(n_drawn, 1)
+        low = (n_kept < n) & (n_drawn >= min_draws) & (rate < min_acceptance)
+        if np.any(low):
+            b = int(np.flatnonzero(low)[0])
+            raise RuntimeError(_low_acceptance_message(rate[b], n_drawn[b], b, batched))
+        need = n - n_kept[n_kept < n]
+        est = (n_inside + 1.0) / (n_drawn + 2.0)  # never 0: keeps the next round finite
+        want = np.max(need / np.maximum(est[n_kept < n], min_acceptance)) * 1.2
+        size = int(min(max(2 ** math.ceil(math.log2(max(want, 1.0))), _MIN_ROUND), int(batch)))
+    else:
+        raise RuntimeError(
+            f"Only {int(n_kept.min())} of {n} samples inside the prior support after "
+            f"{max_tries} rounds (acceptance rate {float((n_inside / n_drawn).min()):.2e}); "
+            "raise max_tries or batch."
+        )
+    samples = np.stack([np.concatenate(k, axis=0) for k in kept])
+    rate = n_inside / n_drawn
+    if np.any(rate < warn_acceptance):
+        warnings.warn(
+            f"Only {float(rate.min()):.2%} of the posterior estimate's draws fall inside the prior "
+            f"support (leakage {1 - float(rate.min()):.2%}); sampling is slow and the estimate "
+            "is poor near the observation. Check x_obs against the training data, or train "
+            "longer / with more simulations.",
+            UserWarning,
+            stacklevel=2,
+        )
+    if batched:
+        return PosteriorDraws(samples, rate)
+    return PosteriorDraws(samples[0], float(rate[0]))
+
+
+def _low_acceptance_message(rate: float, drawn: int, b: int, batched: bool) -> str:
+    which = f"observation {b}" if batched else "the observation"
+    return (
+        f"Only {rate:.2e} of {drawn} draws from the posterior estimate for {which} fall "
+        f"inside the prior support (leakage {1 - rate:.4%}); rejection sampling would not "
+        "finish. The estimator places almost all its mass outside the prior: x_obs is "
+        "probably far from the training simulations, or the estimator is undertrained. "
+        "Sample prior x likelihood with MCMC instead, or retrain (more simulations, or "
+        "sequential rounds focused on x_obs)."
+    )
+
+
+def support_mass(estimator: Estimator, x_obs, *, n_mc: int = 10_000, seed=0) -> jax.Array:
+    r"""Monte-Carlo estimate of :math:`Z(x) = P_q(\theta \in S \mid x)`.
+
+    .. math::
+
+        \hat Z(x) = \frac1{N} \sum_{i=1}^N \mathbf 1[\theta_i \in S], \qquad
+        \theta_i \sim q(\theta \mid x),
+
+    with standard error :math:`\sqrt{Z (1 - Z) / N}`.  Exactly 1 (no draws)
+    when the prior support is unbounded.
+
+    Parameters
+    ----------
+    estimator
+        A trained NPE estimator.
+    x_obs
+        One observation ``x_shape`` or a batch ``(B, *x_shape)``.
+    n_mc
+        Number of draws :math:`N` per observation.
+    seed
+        Integer seed or JAX PRNG key.
+
+    Returns
+    -------
+    jax.Array
+        Scalar, or ``(B,)`` for a batch.
+    """
+    _check_npe(estimator)
+    xb, batched = _observations(estimator, x_obs)
+    if not _bounded(estimator.spec):
+        z = jnp.ones((xb.shape[0],), estimator.dtype)
+    else:
+        draws = estimator.sample(_as_key(seed), xb, int(n_mc))  # (n_mc, B, d)
+        z = jnp.mean(_in_support(estimator.spec, draws), axis=0, dtype=draws.dtype)
+    return z if batched else z[0]
+
+
+def log_prob_corrected(
+    estimator: Estimator,
+    theta,
+    x_obs,
+    n_mc: int = 10_000,
+    seed=0,
+    *,
+    mass=None,
+) -> jax.Array:
+    r"""Log density of the posterior estimate truncated to the prior support.
+
+    .. math::
+
+        \log \hat p(\theta \mid x) = \log q(\theta \mid x) - \log \hat Z(x)
+        \quad (\theta \in S), \qquad -\infty \quad (\theta \notin S),
+
+    with :math:`\hat Z` from :func:`support_mass` (``n_mc`` draws, as sbi's
+    ``leakage_correction``), so that :math:`\hat p` integrates to one over
+    :math:`S` up to the Monte Carlo error of :math:`\hat Z`.
+
+    Parameters
+    ----------
+    estimator
+        A trained NPE estimator.
+    theta
+        ``(..., d)`` parameters (``(..., B, d)`` against a batch of ``B``
+        observations: leading shapes broadcast against ``x_obs``'s).
+    x_obs
+        One observation ``x_shape`` or a batch ``(B, *x_shape)``.
+    n_mc
+        Draws for :math:`\hat Z`.
+    seed
+        Integer seed or JAX PRNG key for those draws.
+    mass
+        A precomputed :math:`\hat Z(x)` (e.g. ``sample_posterior``'s acceptance
+        rate or :func:`support_mass`), to skip the Monte-Carlo step.
+
+    Returns
+    -------
+    jax.Array
+        Log densities of shape ``broadcast(theta.shape[:-1], B)``.  Gradients
+        with respect to ``theta`` are those of :math:`\log q` inside :math:`S`.
+
+    Raises
+    ------
+    ValueError
+        If ``x_obs`` has the wrong shape (the message names the expected one),
+        ``theta``'s last axis is not ``d``, or :math:`\hat Z(x) = 0`.
+    """
+    _check_npe(estimator)
+    xb, batched = _observations(estimator, x_obs)
+    z = support_mass(estimator, x_obs, n_mc=n_mc, seed=seed) if mass is None else mass
+    z = jnp.asarray(z)
+    if bool(jnp.any(z <= 0)):
+        raise ValueError(
+            f"None of the {n_mc} draws of the posterior estimate fell inside the prior support "
+            "(Z(x) = 0): the corrected density is undefined. Check x_obs against the training "
+            "data."
+        )
+    lp = estimator.log_prob(xb if batched else xb[0], theta)
+    inside = _in_support(estimator.spec, jnp.asarray(theta, lp.dtype))
+    return jnp.where(inside, lp - jnp.log(z).astype(lp.dtype), -jnp.inf)
+
+
+# ---------------------------------------------------------------------- MAP
+def _box_bijection(spec: ParamSpec, dtype):
+    r"""Maps between :math:`\mathbb{R}^d` and the support box (logit / log / identity).
+
+    Each branch sees only inputs where it applies (double ``where``), so no
+    ``inf * 0`` reaches the gradients.
+    """
+    lo, hi = _bounds(spec)
+    both = np.isfinite(lo) & np.isfinite(hi)
+    lo_only = np.isfinite(lo) & ~np.isfinite(hi)
+    hi_only = ~np.isfinite(lo) & np.isfinite(hi)
+    lo_s = jnp.asarray(np.where(np.isfinite(lo), lo, 0.0), dtype)
+    hi_s = jnp.asarray(np.where(np.isfinite(hi), hi, 0.0), dtype)
+    width = jnp.asarray(np.where(both, hi - lo, 1.0), dtype)
+    eps = 10 * float(jnp.finfo(dtype).eps)
+
+    def to_box(u):
+        u_b = jnp.where(both, u, 0.0)
+        u_l = jnp.where(lo_only, u, 0.0)
+        u_h = jnp.where(hi_only, u, 0.0)
+        return jnp.where(
+            both,
+            lo_s + width * jax.nn.sigmoid(u_b),
+            jnp.where(lo_only, lo_s + jnp.exp(u_l), jnp.where(hi_only, hi_s - jnp.exp(u_h), u)),
+        )
+
+    def from_box(theta):
+        frac = jnp.clip((theta - lo_s) / width, eps, 1.0 - eps)
+        tiny = jnp.finfo(dtype).tiny
+        return jnp.where(
+            both,
+            jnp.log(frac) - jnp.log1p(-frac),
+            jnp.where(
+                lo_only,
+                jnp.log(jnp.maximum(theta - lo_s, tiny)),
+                jnp.where(hi_only, jnp.log(jnp.maximum(hi_s - theta, tiny)), theta),
+            ),
+        )
+
+    return to_box, from_box
+
+
+def map_estimate(
+    estimator: Estimator,
+    x_obs,
+    *,
+    num_init: int = 1000,
+    num_to_optimize: int = 10,
+    steps: int = 500,
+    learning_rate: float = 1e-2,
+    seed=0,
+) -> np.ndarray:
+    r"""Mode of the posterior estimate within the prior support.
+
+    .. math:: \hat\theta = \arg\max_{\theta \in S} \log q(\theta \mid x_o)
+
+    (the normaliser :math:`Z(x_o)` does not move the mode).  Draws
+    ``num_init`` samples with :func:`sample_posterior`, starts Adam from the
+    ``num_to_optimize`` with the highest :math:`\log q`, and ascends
+    :math:`\log q(T(u) \mid x_o)` in unconstrained coordinates
+    :math:`\theta = T(u)` (logistic for a bounded interval, exponential for a
+    half line), so every iterate stays in :math:`S`; stationary points in
+    :math:`u` are stationary points of :math:`\log q` in :math:`\theta`.
+
+    Parameters
+    ----------
+    estimator
+        A trained NPE estimator.
+    x_obs
+        One observation ``x_shape`` or a batch ``(B, *x_shape)``.
+    num_init
+        Posterior draws to start from.
+    num_to_optimize
+        How many of the best draws are refined (in parallel).
+    steps, learning_rate
+        Adam iterations and step size.
+    seed
+        Integer seed or JAX PRNG key.
+
+    Returns
+    -------
+    np.ndarray
+        ``(d,)``, or ``(B, d)`` for a batch: the best point found (never worse
+        than the best initial draw).
+    """
+    _check_npe(estimator)
+    xb, batched = _observations(estimator, x_obs)
+    k = max(1, min(int(num_to_optimize), int(num_init)))
+    draws, _ = sample_posterior(estimator, xb, int(num_init), seed)  # (B, num_init, d)
+    init = jnp.swapaxes(jnp.asarray(draws), 0, 1)  # (num_init, B, d)
+    init_lp = estimator.log_prob(xb, init)  # (num_init, B)
+    top = jnp.argsort(-init_lp, axis=0)[:k]  # (k, B)
+    start = jnp.take_along_axis(init, top[..., None], axis=0)  # (k, B, d)
+    dtype = start.dtype
+    to_box, from_box = _box_bijection(estimator.spec, dtype)
+    tx = optax.adam(learning_rate)
+
+    def objective(u):
+        return -jnp.sum(estimator.log_prob(xb, to_box(u)))
+
+    @jax.jit
+    def run(u0):
+        def body(carry, _):
+            u, opt_state = carry
+            grads = jax.grad(objective)(u)
+            updates, opt_state = tx.update(grads, opt_state, u)
+            return (optax.apply_updates(u, updates), opt_state), None
+
+        (u, _), _ = jax.lax.scan(body, (u0, tx.init(u0)), None, length=int(steps))
+        return to_box(u)
+
+    cand = jnp.concatenate([run(from_box(start)), start[:1]], axis=0)  # (k + 1, B, d)
+    lp = estimator.log_prob(xb, cand)
+    lp = jnp.where(_in_support(estimator.spec, cand) & jnp.isfinite(lp), lp, -jnp.inf)
+    best = jnp.take_along_axis(cand, jnp.argmax(lp, axis=0)[None, :, None], axis=0)[0]
+    best = np.asarray(best)
+    return best if batched else best[0]
+
+
+# ------------------------------------------------------------------- ArviZ
+def _var_dims(name: str, shape: tuple[int, ...], dims) -> list[str]:
+    if dims is not None:
+        return list(dims)
+    return [f"{name}_dim_{i}" for i in range(len(shape))]
+
+
+def to_datatree(
+    samples,
+    spec: ParamSpec,
+    *,
+    observations=None,
+    obs_dim: str = "observation",
+    attrs: dict[str, Any] | None = None,
+):
+    """Posterior samples as an ArviZ ``DataTree`` with the prior model's variables.
+
+    Parameters
+    ----------
+    samples
+        ``(n, d)`` flat draws, or ``(B, n, d)`` for ``B`` observations.
+    spec
+        The estimator's :class:`~pymc_sbi.ParamSpec`: names, shapes, dims and
+        coords of the variables.
+    observations
+        Optional observed data (``x_shape``, or ``(B, *x_shape)`` for a batch),
+        stored as variable ``x`` of an ``observed_data`` group.
+    obs_dim
+        Name of the observation dimension of a batch (coords ``0..B-1``).
+    attrs
+        Extra attributes of the ``posterior`` group.
+
+    Returns
+    -------
+    xarray.DataTree
+        A ``posterior`` group with dims ``(chain=1, draw=n, *var_dims)`` per
+        variable -- ``(chain, draw, obs_dim, *var_dims)`` for a batch -- where
+        ``var_dims`` are the model's ``dims`` or ``{name}_dim_{i}`` (PyMC's
+        default names), and coords from the model's coords.
+    """
+    import arviz as az
+
+    samples = np.asarray(samples)
+    if samples.ndim not in (2, 3) or samples.shape[-1] != spec.dim:
+        raise ValueError(
+            f"samples has shape {samples.shape}; expected (n, {spec.dim}) or "
+            f"(B, n, {spec.dim}) with columns {list(spec.labels)}."
+        )
+    batched = samples.ndim == 3
+    values = spec.unflatten(np.moveaxis(samples, 0, 1) if batched else samples)
+    coords: dict[str, Any] = {k: list(v) for k, v in spec.coords}
+    dims: dict[str, list[str]] = {}
+    data: dict[str, np.ndarray] = {}
+    for name, shape, var_dims in zip(spec.names, spec.shapes, spec.dims, strict=True):
+        core = _var_dims(name, shape, var_dims)
+        dims[name] = [obs_dim, *core] if batched else core
+        data[name] = values[name][None]  # chain axis
+    if batched:
+        coords[obs_dim] = list(range(samples.shape[0]))
+    groups = {"posterior": data}
+    if observations is not None:
+        obs = np.asarray(observations)
+        if batched and obs.shape[0] != samples.shape[0]:
+            raise ValueError(
+                f"observations has {obs.shape[0]} rows but samples has {samples.shape[0]}."
+            )
+        event = obs.shape[1:] if batched else obs.shape
+        x_dims = [f"x_dim_{i}" for i in range(len(event))]
+        dims["x"] = [obs_dim, *x_dims] if batched else x_dims
+        groups["observed_data"] = {"x": obs}
+    return az.from_dict(groups, dims=dims, coords=coords, attrs={"posterior": dict(attrs or {})})
+
+
+def posterior_samples(estimator: Estimator, x_obs, n: int = 1000, seed=0, **kwargs):
+    """Samples of the (support-truncated) NPE posterior as an ArviZ ``DataTree``.
+
+    :func:`sample_posterior` followed by :func:`to_datatree` (with the
+    observations in ``observed_data``).  ``kwargs`` go to
+    :func:`sample_posterior`.  The ``posterior`` group's attributes record
+    ``acceptance_rate`` and ``leakage`` (floats, or lists for a batch) and
+    ``inference_method="npe"``.
+    """
+    draws = sample_posterior(estimator, x_obs, n, seed, **kwargs)
+    rate = np.asarray(draws.acceptance_rate, np.float64)
+    attrs = {
+        "inference_method": "npe",
+        "acceptance_rate": rate.tolist(),
+        "leakage": (1.0 - rate).tolist(),
+    }
+    return to_datatree(draws.samples, estimator.spec, observations=x_obs, attrs=attrs)
