@@ -17,9 +17,17 @@ from pymc_sbi import diagnostics, nn
 from pymc_sbi.estimator import Estimator
 from pymc_sbi.io import load, save
 from pymc_sbi.likelihood import NeuralLikelihood
-from pymc_sbi.ratio import NeuralRatio
-from pymc_sbi.objectives import Objective, TrainState, nle
+from pymc_sbi.objectives import Objective, TrainState, bnre, nle, npe, nre_a, nre_b, nre_c
+from pymc_sbi.posterior import (
+    log_prob_corrected,
+    map_estimate,
+    posterior_samples,
+    sample_posterior,
+    to_datatree,
+)
+from pymc_sbi.posterior_term import NeuralPosterior
 from pymc_sbi.prior import draw_prior, param_spec, prior_initvals
+from pymc_sbi.ratio import NeuralRatio
 from pymc_sbi.simulate import Simulations, run_simulator, simulate
 from pymc_sbi.spec import ParamSpec
 from pymc_sbi.training import (
@@ -36,25 +44,36 @@ __version__ = "0.1.0"
 __all__ = [
     "Estimator",
     "NeuralLikelihood",
+    "NeuralPosterior",
     "NeuralRatio",
     "Objective",
     "ParamSpec",
     "Simulations",
     "TrainState",
+    "bnre",
     "diagnostics",
     "draw_prior",
     "epoch_batches",
     "fit",
     "load",
+    "log_prob_corrected",
     "make_optimizer",
+    "map_estimate",
     "nle",
     "nn",
+    "npe",
+    "nre_a",
+    "nre_b",
+    "nre_c",
     "param_spec",
+    "posterior_samples",
     "prior_initvals",
     "run_epoch",
     "run_simulator",
+    "sample_posterior",
     "save",
     "simulate",
     "take",
+    "to_datatree",
     "train_validation_split",
 ]

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from functools import partial
 from typing import Any, NamedTuple
 
 import jax
@@ -46,6 +47,8 @@ import numpy as np
 import optax
 
 from pymc_sbi.estimator import Estimator
+from pymc_sbi.objectives.base import flatten_x
+from pymc_sbi.objectives.npe import npe_log_prob
 from pymc_sbi.spec import ParamSpec
 
 __all__ = [
@@ -119,11 +122,17 @@ def _bounded(spec: ParamSpec) -> bool:
     return bool(np.any(np.isfinite(lo)) or np.any(np.isfinite(hi)))
 
 
-def _in_support(spec: ParamSpec, theta: jax.Array) -> jax.Array:
+def _in_box(lower, upper, theta: jax.Array) -> jax.Array:
     """Pure-JAX mask ``(...)``: every element of ``theta`` ``(..., d)`` within its bounds."""
-    lo, hi = _bounds(spec)
     theta = jnp.asarray(theta)
-    return jnp.all((theta >= lo.astype(theta.dtype)) & (theta <= hi.astype(theta.dtype)), -1)
+    lo = jnp.asarray(np.asarray(lower, np.float64), theta.dtype)
+    hi = jnp.asarray(np.asarray(upper, np.float64), theta.dtype)
+    return jnp.all((theta >= lo) & (theta <= hi), -1)
+
+
+def _in_support(spec: ParamSpec, theta: jax.Array) -> jax.Array:
+    """:func:`_in_box` for the bounds of ``spec``."""
+    return _in_box(spec.lower, spec.upper, theta)
 
 
 # ----------------------------------------------------------------- sampling
@@ -157,9 +166,9 @@ def sample_posterior(
         Integer seed or JAX PRNG key; same seed, same samples.
     batch
         Largest number of draws per observation in one round.  The first round
-        draws ``n``; later rounds draw about what is still missing divided by
-        the acceptance rate (a power of two, between 256 and ``batch``), so few
-        shapes are compiled.
+        draws about ``n``, later rounds about what is still missing divided by
+        the acceptance rate so far; round sizes are powers of two between 256
+        and ``batch``, so few shapes are ever compiled.
     max_tries
         Largest number of rounds.
     min_acceptance
@@ -193,7 +202,7 @@ def sample_posterior(
     n_inside = np.zeros(n_obs, np.int64)
     n_drawn = np.zeros(n_obs, np.int64)
     min_draws = math.ceil(10.0 / min_acceptance)
-    size = min(n, int(batch))
+    size = _round_size(n, batch)
     for _ in range(int(max_tries)):
         key, sub = jax.random.split(key)
         draws = jnp.swapaxes(estimator.sample(sub, xb, size), 0, 1)  # (B, size, d)
@@ -216,7 +225,7 @@ def sample_posterior(
         need = n - n_kept[n_kept < n]
         est = (n_inside + 1.0) / (n_drawn + 2.0)  # never 0: keeps the next round finite
         want = np.max(need / np.maximum(est[n_kept < n], min_acceptance)) * 1.2
-        size = int(min(max(2 ** math.ceil(math.log2(max(want, 1.0))), _MIN_ROUND), int(batch)))
+        size = _round_size(want, batch)
     else:
         raise RuntimeError(
             f"Only {int(n_kept.min())} of {n} samples inside the prior support after "
@@ -237,6 +246,16 @@ def sample_posterior(
     if batched:
         return PosteriorDraws(samples, rate)
     return PosteriorDraws(samples[0], float(rate[0]))
+
+
+def _round_size(want: float, batch: int) -> int:
+    """Draws per observation in a round: a power of two in ``[256, batch]``.
+
+    Powers of two keep the number of distinct shapes (and compilations) small
+    and shared between calls.
+    """
+    size = 2 ** math.ceil(math.log2(max(float(want), 1.0)))
+    return int(min(max(size, _MIN_ROUND), int(batch)))
 
 
 def _low_acceptance_message(rate: float, drawn: int, b: int, batched: bool) -> str:
@@ -353,13 +372,13 @@ def log_prob_corrected(
 
 
 # ---------------------------------------------------------------------- MAP
-def _box_bijection(spec: ParamSpec, dtype):
+def _box_bijection(lower: tuple[float, ...], upper: tuple[float, ...], dtype):
     r"""Maps between :math:`\mathbb{R}^d` and the support box (logit / log / identity).
 
     Each branch sees only inputs where it applies (double ``where``), so no
     ``inf * 0`` reaches the gradients.
     """
-    lo, hi = _bounds(spec)
+    lo, hi = np.asarray(lower, np.float64), np.asarray(upper, np.float64)
     both = np.isfinite(lo) & np.isfinite(hi)
     lo_only = np.isfinite(lo) & ~np.isfinite(hi)
     hi_only = ~np.isfinite(lo) & np.isfinite(hi)
@@ -367,6 +386,7 @@ def _box_bijection(spec: ParamSpec, dtype):
     hi_s = jnp.asarray(np.where(np.isfinite(hi), hi, 0.0), dtype)
     width = jnp.asarray(np.where(both, hi - lo, 1.0), dtype)
     eps = 10 * float(jnp.finfo(dtype).eps)
+    tiny = float(jnp.finfo(dtype).tiny)
 
     def to_box(u):
         u_b = jnp.where(both, u, 0.0)
@@ -380,7 +400,6 @@ def _box_bijection(spec: ParamSpec, dtype):
 
     def from_box(theta):
         frac = jnp.clip((theta - lo_s) / width, eps, 1.0 - eps)
-        tiny = jnp.finfo(dtype).tiny
         return jnp.where(
             both,
             jnp.log(frac) - jnp.log1p(-frac),
@@ -392,6 +411,34 @@ def _box_bijection(spec: ParamSpec, dtype):
         )
 
     return to_box, from_box
+
+
+@partial(jax.jit, static_argnames=("module", "bounds", "num_to_optimize", "steps", "learning_rate"))
+def _map_search(module, params, std, x, init, *, bounds, num_to_optimize, steps, learning_rate):
+    """Best of ``num_to_optimize`` Adam runs from the best rows of ``init`` ``(N, B, d)``.
+
+    ``x`` is the flat ``(B, x_dim)`` batch; returns ``(B, d)``. Compiled once per
+    network, shapes and settings, so repeated calls are fast.
+    """
+    lower, upper = bounds
+    log_q = lambda theta: npe_log_prob(module, params, std, theta, x)
+    top = jnp.argsort(-log_q(init), axis=0)[:num_to_optimize]  # (k, B)
+    start = jnp.take_along_axis(init, top[..., None], axis=0)  # (k, B, d)
+    to_box, from_box = _box_bijection(lower, upper, init.dtype)
+    tx = optax.adam(learning_rate)
+    loss = lambda u: -jnp.sum(log_q(to_box(u)))
+
+    def body(carry, _):
+        u, opt_state = carry
+        updates, opt_state = tx.update(jax.grad(loss)(u), opt_state, u)
+        return (optax.apply_updates(u, updates), opt_state), None
+
+    u0 = from_box(start)
+    (u, _), _ = jax.lax.scan(body, (u0, tx.init(u0)), None, length=steps)
+    cand = jnp.concatenate([to_box(u), start[:1]], axis=0)  # the best draw stays a candidate
+    lp = log_q(cand)
+    lp = jnp.where(_in_box(lower, upper, cand) & jnp.isfinite(lp), lp, -jnp.inf)
+    return jnp.take_along_axis(cand, jnp.argmax(lp, axis=0)[None, :, None], axis=0)[0]
 
 
 def map_estimate(
@@ -427,7 +474,7 @@ def map_estimate(
     num_to_optimize
         How many of the best draws are refined (in parallel).
     steps, learning_rate
-        Adam iterations and step size.
+        Adam iterations and step size (in the unconstrained coordinates).
     seed
         Integer seed or JAX PRNG key.
 
@@ -439,34 +486,19 @@ def map_estimate(
     """
     _check_npe(estimator)
     xb, batched = _observations(estimator, x_obs)
-    k = max(1, min(int(num_to_optimize), int(num_init)))
     draws, _ = sample_posterior(estimator, xb, int(num_init), seed)  # (B, num_init, d)
-    init = jnp.swapaxes(jnp.asarray(draws), 0, 1)  # (num_init, B, d)
-    init_lp = estimator.log_prob(xb, init)  # (num_init, B)
-    top = jnp.argsort(-init_lp, axis=0)[:k]  # (k, B)
-    start = jnp.take_along_axis(init, top[..., None], axis=0)  # (k, B, d)
-    dtype = start.dtype
-    to_box, from_box = _box_bijection(estimator.spec, dtype)
-    tx = optax.adam(learning_rate)
-
-    def objective(u):
-        return -jnp.sum(estimator.log_prob(xb, to_box(u)))
-
-    @jax.jit
-    def run(u0):
-        def body(carry, _):
-            u, opt_state = carry
-            grads = jax.grad(objective)(u)
-            updates, opt_state = tx.update(grads, opt_state, u)
-            return (optax.apply_updates(u, updates), opt_state), None
-
-        (u, _), _ = jax.lax.scan(body, (u0, tx.init(u0)), None, length=int(steps))
-        return to_box(u)
-
-    cand = jnp.concatenate([run(from_box(start)), start[:1]], axis=0)  # (k + 1, B, d)
-    lp = estimator.log_prob(xb, cand)
-    lp = jnp.where(_in_support(estimator.spec, cand) & jnp.isfinite(lp), lp, -jnp.inf)
-    best = jnp.take_along_axis(cand, jnp.argmax(lp, axis=0)[None, :, None], axis=0)[0]
+    dt = estimator.dtype
+    best = _map_search(
+        estimator.module,
+        estimator.params,
+        estimator.standardization,
+        flatten_x(xb, len(estimator.x_shape)).astype(dt),
+        jnp.swapaxes(jnp.asarray(draws, dt), 0, 1),
+        bounds=(tuple(estimator.spec.lower), tuple(estimator.spec.upper)),
+        num_to_optimize=max(1, min(int(num_to_optimize), int(num_init))),
+        steps=int(steps),
+        learning_rate=float(learning_rate),
+    )
     best = np.asarray(best)
     return best if batched else best[0]
 

@@ -115,13 +115,16 @@ def estimator_term(
     log_density,
     random,
     label: str,
+    correction=None,
     dims=None,
     **kwargs,
 ) -> pt.TensorVariable:
     """Build the ``pm.CustomDist`` of a neural term.
 
     ``log_density(x, theta)`` is a JAX function giving one value per observation;
-    ``random(theta, rng, size)`` draws observations with NumPy outputs.
+    ``random(theta, rng, size)`` draws observations with NumPy outputs;
+    ``correction(theta)``, if given, is a PyTensor graph added to every
+    observation's value (e.g. ``-log p_train(theta)`` for an NPE term).
     """
     theta = stack_params(estimator, params)
     check_observed(estimator, observed)
@@ -130,7 +133,8 @@ def estimator_term(
     core = ",".join(f"e{i}" for i in range(k))
 
     def logp(value, theta, _dummy):
-        return _logp_graph(estimator, value, theta, log_density, label)
+        out = _logp_graph(estimator, value, theta, log_density, label)
+        return out if correction is None else out + correction(theta)
 
     def _random(theta, _dummy, rng=None, size=None):
         return random(np.asarray(theta), rng, size)

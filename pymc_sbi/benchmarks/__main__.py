@@ -45,7 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="simulate, train, sample and score one configuration")
     run.add_argument("--task", default="two_moons")
-    run.add_argument("--method", default="nle", choices=["nle"])
+    run.add_argument(
+        "--method", default="nle", choices=["nle", "npe", "nre_a", "nre_b", "nre_c", "bnre"]
+    )
     run.add_argument("--network", default="nsf", choices=["nsf", "maf", "mdn"])
     run.add_argument("--simulations", type=int, default=10_000)
     run.add_argument("--seed", type=int, nargs="+", default=[0])

@@ -144,6 +144,35 @@ def sample_posterior(
     return idata, chains, draws
 
 
+METHODS = ("nle", "npe", "nre_a", "nre_b", "nre_c", "bnre")
+
+
+def make_objective(method: str, network: str):
+    """The objective for a benchmark method; ``network`` names the density for nle/npe."""
+    import pymc_sbi as ps
+
+    densities = {"nsf": ps.nn.nsf, "maf": ps.nn.maf, "mdn": ps.nn.mdn}
+    if method in ("nle", "npe"):
+        if network not in densities:
+            raise ValueError(f"--network must be one of {sorted(densities)} for {method}.")
+        return getattr(ps, method)(densities[network]())
+    ratio = {"nre_a": ps.nre_a, "nre_b": ps.nre_b, "nre_c": ps.nre_c, "bnre": ps.bnre}
+    if method in ratio:
+        return ratio[method]()  # default classifier: residual-free MLP
+    raise ValueError(f"Unknown method {method!r}; available: {METHODS}.")
+
+
+def _term(estimator, model, x_obs):
+    import pymc_sbi as ps
+
+    params = {n: model[n] for n in estimator.spec.names}
+    with model:
+        if estimator.kind == "nle":
+            ps.NeuralLikelihood("x", estimator, params=params, observed=x_obs)
+        else:
+            ps.NeuralRatio("x", estimator, params=params, observed=x_obs)
+
+
 def run_benchmark(
     task_name: str = "two_moons",
     method: str = "nle",
@@ -158,17 +187,18 @@ def run_benchmark(
 ) -> tuple[list[BenchmarkResult], Any, dict[str, Any]]:
     """Simulate, train and sample; return one :class:`BenchmarkResult` per sampler.
 
-    Also returns the trained estimator and ``{sampler: idata}``.
+    ``nle`` and the NRE methods put the estimator in the task's prior model and
+    sample it with each NUTS backend in ``samplers``; ``npe`` samples its
+    posterior directly (rejecting draws outside the prior support; sampler
+    ``"direct"``). Also returns the trained estimator and ``{sampler: draws}``.
     """
     import arviz as az
-    import pymc as pm
 
     import pymc_sbi as ps
     from pymc_sbi.benchmarks.tasks import get_task
     from pymc_sbi.diagnostics import c2st
 
-    if method != "nle":
-        raise ValueError(f"Unknown method {method!r}; available: 'nle'.")
+    objective = make_objective(method, network)
     task = get_task(task_name)
     t = time.perf_counter()
     sims = ps.simulate(
@@ -176,32 +206,38 @@ def run_benchmark(
     )
     simulate_s = time.perf_counter() - t
 
-    net = {"nsf": ps.nn.nsf, "maf": ps.nn.maf, "mdn": ps.nn.mdn}[network]()
     t, c = time.perf_counter(), _cpu()
-    estimator = ps.fit(ps.nle(net), sims, seed=seed + 1, progress=progress)
+    estimator = ps.fit(objective, sims, seed=seed + 1, progress=progress)
     train_s, train_cpu = time.perf_counter() - t, _cpu() - c
 
     x_obs = task.observation(observation)
     reference = task.reference_samples(observation)
     results, traces = [], {}
-    for i, sampler in enumerate(samplers):
-        with task.prior_model() as model:
-            ps.NeuralLikelihood(
-                "x",
-                estimator,
-                params={n: model[n] for n in estimator.spec.names},
-                observed=x_obs,
-            )
+    for i, sampler in enumerate(("direct",) if method == "npe" else samplers):
         t, c = time.perf_counter(), _cpu()
-        idata, chains, draws = sample_posterior(
-            model, sampler, n_posterior, seed=seed + 2 + i, progress=progress
-        )
+        extra = {"n_invalid": sims.n_invalid}
+        if method == "npe":
+            draws = ps.sample_posterior(estimator, x_obs, n_posterior, seed + 2)
+            samples = np.asarray(draws.samples)
+            chains, n_draws = 1, samples.shape[0]
+            extra["acceptance_rate"] = float(draws.acceptance_rate)
+            traces[sampler] = samples
+        else:
+            model = task.prior_model()
+            _term(estimator, model, x_obs)
+            idata, chains, n_draws = sample_posterior(
+                model, sampler, n_posterior, seed=seed + 2 + i, progress=progress
+            )
+            traces[sampler] = idata
+            samples = posterior_matrix(idata, estimator.spec)
         sample_s, sample_cpu = time.perf_counter() - t, _cpu() - c
-        traces[sampler] = idata
-        samples = posterior_matrix(idata, estimator.spec)
-        ess = az.ess(idata, method="bulk")
-        ess_min = float(min(np.min(ess[v].values) for v in estimator.spec.names))
-        ess_within = within_chain_ess(idata, estimator.spec)
+        if method == "npe":
+            ess_min = ess_within = float(samples.shape[0])  # independent draws
+        else:
+            ess = az.ess(idata, method="bulk")
+            ess_min = float(min(np.min(ess[v].values) for v in estimator.spec.names))
+            ess_within = within_chain_ess(idata, estimator.spec)
+        extra["draws_per_chain"] = n_draws
         score = c2st(samples, reference, seed=seed, max_samples=c2st_samples)
         results.append(
             BenchmarkResult(
@@ -211,7 +247,7 @@ def run_benchmark(
                 seed=seed,
                 observation=observation,
                 sampler=sampler,
-                network=network,
+                network=network if method in ("nle", "npe") else "mlp_classifier",
                 c2st=float(score),
                 simulate_s=simulate_s,
                 train_s=train_s,
@@ -225,8 +261,7 @@ def run_benchmark(
                 ess_within=ess_within,
                 ess_per_s=ess_within / sample_s,
                 peak_rss_mb=_peak_rss_mb(),
-                extra={"n_invalid": sims.n_invalid, "draws_per_chain": draws},
+                extra=extra,
             )
         )
-    del pm
     return results, estimator, traces
