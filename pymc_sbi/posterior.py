@@ -425,7 +425,8 @@ def _map_search(module, params, std, x, init, *, bounds, num_to_optimize, steps,
     top = jnp.argsort(-log_q(init), axis=0)[:num_to_optimize]  # (k, B)
     start = jnp.take_along_axis(init, top[..., None], axis=0)  # (k, B, d)
     to_box, from_box = _box_bijection(lower, upper, init.dtype)
-    tx = optax.adam(learning_rate)
+    # cosine decay to 1% of the step size: large moves first, a precise optimum last
+    tx = optax.adam(optax.cosine_decay_schedule(learning_rate, steps, alpha=0.01))
     loss = lambda u: -jnp.sum(log_q(to_box(u)))
 
     def body(carry, _):
@@ -474,7 +475,8 @@ def map_estimate(
     num_to_optimize
         How many of the best draws are refined (in parallel).
     steps, learning_rate
-        Adam iterations and step size (in the unconstrained coordinates).
+        Adam iterations and initial step size (in the unconstrained
+        coordinates), decayed along a cosine schedule to 1% of it.
     seed
         Integer seed or JAX PRNG key.
 

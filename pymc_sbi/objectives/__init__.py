@@ -12,6 +12,8 @@ __all__ = [
     "contrast_indices",
     "nle",
     "nle_log_prob",
+    "npe",
+    "npe_log_prob",
     "nre_a",
     "nre_b",
     "nre_c",

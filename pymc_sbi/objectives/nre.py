@@ -414,6 +414,16 @@ def bnre(
     Objective
         ``init`` / ``step`` / ``evaluate`` with ``kind="nre"``; its metrics
         also report ``"bce"`` and the ``"balance"`` violation (before squaring).
+
+    Notes
+    -----
+    The penalty binds hardest when the classifier is far from optimal, so at
+    small simulation budgets the posterior is markedly wider than the exact
+    one and it tightens as simulations are added.  On the 2-D
+    linear-Gaussian task (tests), posterior sds came out 20-50% too wide with
+    4,000 simulations and about 13% too wide with 20,000, where NRE-A was
+    within 7% in both cases.  As in sbi, the balance term is the square of
+    the mini-batch mean, not an unbiased estimate of the squared expectation.
     """
     if not regularization_strength >= 0:
         raise ValueError(f"regularization_strength must be >= 0, got {regularization_strength}.")
