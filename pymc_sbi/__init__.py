@@ -17,17 +17,37 @@ from pymc_sbi import diagnostics, nn
 from pymc_sbi.estimator import Estimator
 from pymc_sbi.io import load, save
 from pymc_sbi.likelihood import NeuralLikelihood
-from pymc_sbi.objectives import Objective, TrainState, bnre, nle, npe, nre_a, nre_b, nre_c
+from pymc_sbi.objectives import (
+    Objective,
+    TrainState,
+    bnre,
+    nle,
+    npe,
+    nre_a,
+    nre_b,
+    nre_c,
+    snpe_b,
+    snpe_c,
+)
 from pymc_sbi.posterior import (
+    PosteriorDraws,
     log_prob_corrected,
     map_estimate,
     posterior_samples,
     sample_posterior,
+    support_mass,
     to_datatree,
 )
 from pymc_sbi.posterior_term import NeuralPosterior
 from pymc_sbi.prior import draw_prior, param_spec, prior_initvals
 from pymc_sbi.ratio import NeuralRatio
+from pymc_sbi.sequential import (
+    SequentialData,
+    SNPEResult,
+    append_simulations,
+    run_snpe,
+    train_round,
+)
 from pymc_sbi.simulate import Simulations, run_simulator, simulate
 from pymc_sbi.spec import ParamSpec
 from pymc_sbi.training import (
@@ -48,8 +68,12 @@ __all__ = [
     "NeuralRatio",
     "Objective",
     "ParamSpec",
+    "PosteriorDraws",
+    "SNPEResult",
+    "SequentialData",
     "Simulations",
     "TrainState",
+    "append_simulations",
     "bnre",
     "diagnostics",
     "draw_prior",
@@ -70,10 +94,15 @@ __all__ = [
     "prior_initvals",
     "run_epoch",
     "run_simulator",
+    "run_snpe",
     "sample_posterior",
     "save",
     "simulate",
+    "snpe_b",
+    "snpe_c",
+    "support_mass",
     "take",
     "to_datatree",
+    "train_round",
     "train_validation_split",
 ]

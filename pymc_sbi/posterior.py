@@ -86,10 +86,10 @@ class PosteriorDraws(NamedTuple):
 
 
 # ------------------------------------------------------------------ helpers
-def _as_key(seed_or_key) -> jax.Array:
-    if isinstance(seed_or_key, int | np.integer):
-        return jax.random.key(int(seed_or_key))
-    return jnp.asarray(seed_or_key) if not isinstance(seed_or_key, jax.Array) else seed_or_key
+def _as_key(seed) -> jax.Array:
+    if isinstance(seed, int | np.integer):
+        return jax.random.key(int(seed))
+    return jnp.asarray(seed) if not isinstance(seed, jax.Array) else seed
 
 
 def _check_npe(estimator: Estimator) -> None:
@@ -140,7 +140,7 @@ def sample_posterior(
     estimator: Estimator,
     x_obs,
     n: int,
-    seed_or_key=0,
+    seed=0,
     *,
     batch: int = 65_536,
     max_tries: int = 100,
@@ -162,7 +162,7 @@ def sample_posterior(
         One observation ``x_shape`` or a batch ``(B, *x_shape)``.
     n
         Number of samples per observation.
-    seed_or_key
+    seed
         Integer seed or JAX PRNG key; same seed, same samples.
     batch
         Largest number of draws per observation in one round.  The first round
@@ -181,8 +181,9 @@ def sample_posterior(
     -------
     PosteriorDraws
         ``samples`` ``(n, d)`` (``(B, n, d)`` for a batch) and ``acceptance_rate``
-        (float, or ``(B,)``): the fraction of all draws inside :math:`S`, an
-        unbiased estimate of :math:`Z(x_o) = P_q(\theta \in S \mid x_o)`.
+        (float, or ``(B,)``): the fraction of all draws inside :math:`S`, a
+        consistent estimate of :math:`Z(x_o) = P_q(\theta \in S \mid x_o)` from at
+        least ``n`` draws (use :func:`support_mass` for a fixed-size estimate).
 
     Raises
     ------
@@ -196,7 +197,7 @@ def sample_posterior(
         raise ValueError(f"n must be a positive integer, got {n}.")
     xb, batched = _observations(estimator, x_obs)
     n_obs, spec = xb.shape[0], estimator.spec
-    key = _as_key(seed_or_key)
+    key = _as_key(seed)
     kept: list[list[np.ndarray]] = [[] for _ in range(n_obs)]
     n_kept = np.zeros(n_obs, np.int64)
     n_inside = np.zeros(n_obs, np.int64)

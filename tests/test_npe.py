@@ -149,24 +149,29 @@ def test_map_estimate_near_analytic_mode(lg_npe):
 
 
 @pytest.mark.slow
-def test_posterior_moments_tight_with_more_simulations():
-    """20,000 simulations and an NSF: surrogate allowance halved."""
+def test_c2st_against_analytic_posterior_with_more_simulations():
+    """20,000 simulations and a larger MAF: C2ST against exact posterior draws near 0.5.
+
+    Measured: 0.50-0.54 on observations 1-10 (chance is 0.5; a 0.15 sd mean
+    shift alone gives about 0.53).
+    """
+    from pymc_sbi.diagnostics import c2st
+
     sims = ps.simulate(
         linear_gaussian.prior_model(), linear_gaussian.simulator, 20_000, seed=3, progress=False
     )
     est = ps.fit(
-        npe(ps.nn.nsf(hidden_features=50, num_transforms=3)),
+        npe(ps.nn.maf(hidden_features=50, num_transforms=3)),
         sims,
         seed=4,
         batch_size=200,
         learning_rate=1e-3,
-        patience=20,
+        patience=30,
         progress=False,
     )
     for num in (1, 2, 3, 4, 5):
-        x_obs = linear_gaussian.observation(num)
-        samples, _ = sample_posterior(est, x_obs, N_DRAWS, num)
-        check_moments(samples, x_obs, mean_allowance=0.1, sd_allowance=0.1)
+        samples, _ = sample_posterior(est, linear_gaussian.observation(num), 10_000, num)
+        assert c2st(samples, linear_gaussian.reference_samples(num)) < 0.56
 
 
 # ------------------------------------------------------------- embedding, io

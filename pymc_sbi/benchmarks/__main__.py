@@ -46,8 +46,11 @@ def main(argv: list[str] | None = None) -> int:
     run = sub.add_parser("run", help="simulate, train, sample and score one configuration")
     run.add_argument("--task", default="two_moons")
     run.add_argument(
-        "--method", default="nle", choices=["nle", "npe", "nre_a", "nre_b", "nre_c", "bnre"]
+        "--method",
+        default="nle",
+        choices=["nle", "npe", "snpe", "nre_a", "nre_b", "nre_c", "bnre"],
     )
+    run.add_argument("--rounds", type=int, default=3, help="rounds for --method snpe")
     run.add_argument("--network", default="nsf", choices=["nsf", "maf", "mdn"])
     run.add_argument("--simulations", type=int, default=10_000)
     run.add_argument("--seed", type=int, nargs="+", default=[0])
@@ -87,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
             n_posterior=args.posterior_samples,
             c2st_samples=args.c2st_samples,
             progress=args.progress,
+            rounds=args.rounds,
         )
         for r in results:
             row = r.as_dict()

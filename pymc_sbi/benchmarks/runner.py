@@ -144,7 +144,7 @@ def sample_posterior(
     return idata, chains, draws
 
 
-METHODS = ("nle", "npe", "nre_a", "nre_b", "nre_c", "bnre")
+METHODS = ("nle", "npe", "snpe", "nre_a", "nre_b", "nre_c", "bnre")
 
 
 def make_objective(method: str, network: str):
@@ -152,9 +152,11 @@ def make_objective(method: str, network: str):
     import pymc_sbi as ps
 
     densities = {"nsf": ps.nn.nsf, "maf": ps.nn.maf, "mdn": ps.nn.mdn}
-    if method in ("nle", "npe"):
+    if method in ("nle", "npe", "snpe"):
         if network not in densities:
             raise ValueError(f"--network must be one of {sorted(densities)} for {method}.")
+        if method == "snpe":
+            return None  # run_snpe builds its SNPE-C objective from the network
         return getattr(ps, method)(densities[network]())
     ratio = {"nre_a": ps.nre_a, "nre_b": ps.nre_b, "nre_c": ps.nre_c, "bnre": ps.bnre}
     if method in ratio:
@@ -184,13 +186,17 @@ def run_benchmark(
     n_posterior: int = 10_000,
     c2st_samples: int | None = None,
     progress: bool = False,
+    rounds: int = 3,
 ) -> tuple[list[BenchmarkResult], Any, dict[str, Any]]:
     """Simulate, train and sample; return one :class:`BenchmarkResult` per sampler.
 
     ``nle`` and the NRE methods put the estimator in the task's prior model and
     sample it with each NUTS backend in ``samplers``; ``npe`` samples its
     posterior directly (rejecting draws outside the prior support; sampler
-    ``"direct"``). Also returns the trained estimator and ``{sampler: draws}``.
+    ``"direct"``); ``snpe`` runs ``rounds`` rounds of SNPE-C with
+    ``simulations // rounds`` simulations each (its ``train_s`` includes the
+    later rounds' simulation and proposal sampling, ``simulate_s`` is round 0's
+    share only). Also returns the trained estimator and ``{sampler: draws}``.
     """
     import arviz as az
 
@@ -200,23 +206,43 @@ def run_benchmark(
 
     objective = make_objective(method, network)
     task = get_task(task_name)
-    t = time.perf_counter()
-    sims = ps.simulate(
-        task.prior_model(), task.simulator, simulations, seed=seed, progress=progress
-    )
-    simulate_s = time.perf_counter() - t
-
-    t, c = time.perf_counter(), _cpu()
-    estimator = ps.fit(objective, sims, seed=seed + 1, progress=progress)
-    train_s, train_cpu = time.perf_counter() - t, _cpu() - c
-
     x_obs = task.observation(observation)
+    extra: dict[str, Any] = {}
+    if method == "snpe":
+        densities = {"nsf": ps.nn.nsf, "maf": ps.nn.maf, "mdn": ps.nn.mdn}
+        per_round = simulations // rounds
+        t, c = time.perf_counter(), _cpu()
+        result = ps.run_snpe(
+            task.prior_model(),
+            task.simulator,
+            x_obs,
+            rounds,
+            per_round,
+            seed=seed,
+            network=densities[network](),
+            progress=progress,
+        )
+        train_s, train_cpu = time.perf_counter() - t, _cpu() - c
+        estimator, sims, simulate_s = result.estimator, result.simulations, 0.0
+        extra["rounds"] = rounds
+        extra["epochs_per_round"] = [int(e.history["epochs"]) for e in result.estimators]
+    else:
+        t = time.perf_counter()
+        sims = ps.simulate(
+            task.prior_model(), task.simulator, simulations, seed=seed, progress=progress
+        )
+        simulate_s = time.perf_counter() - t
+        t, c = time.perf_counter(), _cpu()
+        estimator = ps.fit(objective, sims, seed=seed + 1, progress=progress)
+        train_s, train_cpu = time.perf_counter() - t, _cpu() - c
+
     reference = task.reference_samples(observation)
     results, traces = [], {}
-    for i, sampler in enumerate(("direct",) if method == "npe" else samplers):
+    direct = method in ("npe", "snpe")
+    for i, sampler in enumerate(("direct",) if direct else samplers):
         t, c = time.perf_counter(), _cpu()
-        extra = {"n_invalid": sims.n_invalid}
-        if method == "npe":
+        extra["n_invalid"] = sims.n_invalid
+        if direct:
             draws = ps.sample_posterior(estimator, x_obs, n_posterior, seed + 2)
             samples = np.asarray(draws.samples)
             chains, n_draws = 1, samples.shape[0]
@@ -231,7 +257,7 @@ def run_benchmark(
             traces[sampler] = idata
             samples = posterior_matrix(idata, estimator.spec)
         sample_s, sample_cpu = time.perf_counter() - t, _cpu() - c
-        if method == "npe":
+        if direct:
             ess_min = ess_within = float(samples.shape[0])  # independent draws
         else:
             ess = az.ess(idata, method="bulk")
@@ -247,12 +273,12 @@ def run_benchmark(
                 seed=seed,
                 observation=observation,
                 sampler=sampler,
-                network=network if method in ("nle", "npe") else "mlp_classifier",
+                network=network if method in ("nle", "npe", "snpe") else "mlp_classifier",
                 c2st=float(score),
                 simulate_s=simulate_s,
                 train_s=train_s,
                 train_cpu_s=train_cpu,
-                epochs=int(estimator.history["epochs"]),
+                epochs=int(sum(extra.get("epochs_per_round", [estimator.history["epochs"]]))),
                 sample_s=sample_s,
                 sample_cpu_s=sample_cpu,
                 draws=int(samples.shape[0]),
@@ -261,7 +287,7 @@ def run_benchmark(
                 ess_within=ess_within,
                 ess_per_s=ess_within / sample_s,
                 peak_rss_mb=_peak_rss_mb(),
-                extra=extra,
+                extra=dict(extra),
             )
         )
     return results, estimator, traces

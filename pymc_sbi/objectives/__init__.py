@@ -19,3 +19,7 @@ __all__ = [
     "nre_c",
     "nre_log_ratio",
 ]
+
+from pymc_sbi.objectives.snpe import snpe_b, snpe_c
+
+__all__ += ["snpe_b", "snpe_c"]
