@@ -27,7 +27,14 @@ from flax import struct
 
 from pymc_sbi.standardize import Standardization
 
-__all__ = ["Objective", "TrainState", "flatten_x"]
+__all__ = [
+    "Objective",
+    "TrainState",
+    "apply_gradients",
+    "cast_batch",
+    "flatten_x",
+    "new_train_state",
+]
 
 
 @struct.dataclass
@@ -87,3 +94,29 @@ def flatten_x(x: jax.Array, x_ndim: int) -> jax.Array:
     """Flatten the trailing ``x_ndim`` event axes of ``x`` into one."""
     lead = x.shape[: x.ndim - x_ndim]
     return jnp.reshape(x, (*lead, -1))
+
+
+def cast_batch(batch, dtype) -> tuple[jax.Array, jax.Array]:
+    """``theta`` ``(B, d)`` and flattened ``x`` ``(B, x_dim)`` of a batch, cast to ``dtype``."""
+    theta = jnp.asarray(batch["theta"], dtype)
+    x = jnp.asarray(batch["x"], dtype)
+    return theta, jnp.reshape(x, (x.shape[0], -1))
+
+
+def new_train_state(module, params, standardization, optimizer) -> TrainState:
+    """A :class:`TrainState` at step 0 with a fresh optimizer state."""
+    return TrainState(
+        params=params,
+        opt_state=optimizer.init(params),
+        standardization=standardization,
+        step=jnp.zeros((), jnp.int32),
+        module=module,
+        tx=optimizer,
+    )
+
+
+def apply_gradients(state: TrainState, grads) -> TrainState:
+    """One optimizer update of ``state.params`` with ``grads``; increments ``step``."""
+    updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    return state.replace(params=params, opt_state=opt_state, step=state.step + 1)

@@ -36,7 +36,13 @@ import jax.numpy as jnp
 import optax
 
 from pymc_sbi.nn.embedding import EmbeddedDensity
-from pymc_sbi.objectives.base import Objective, TrainState
+from pymc_sbi.objectives.base import (
+    Objective,
+    TrainState,
+    apply_gradients,
+    cast_batch,
+    new_train_state,
+)
 from pymc_sbi.standardize import Standardization, fit_standardization
 
 __all__ = ["npe", "npe_log_prob"]
@@ -61,12 +67,6 @@ def npe_log_prob(
     zt = standardization.theta(theta)
     zx = standardization.x(x)
     return module.apply(params, zt, zx) + standardization.theta_log_det()
-
-
-def _cast(batch, dtype):
-    theta = jnp.asarray(batch["theta"], dtype)
-    x = jnp.asarray(batch["x"], dtype)
-    return theta, jnp.reshape(x, (x.shape[0], -1))
 
 
 def _with_features(network: nn.Module, features: int) -> nn.Module:
@@ -123,30 +123,21 @@ def npe(
         network = EmbeddedDensity(density=network, embedding=embedding)
 
     def init(rng_key, batch, optimizer: optax.GradientTransformation) -> TrainState:
-        theta, x = _cast(batch, dtype)
+        theta, x = cast_batch(batch, dtype)
         standardization = fit_standardization(theta, x, dtype)
         module = _with_features(network, theta.shape[-1])
         params = module.init(rng_key, standardization.theta(theta[:1]), standardization.x(x[:1]))
-        return TrainState(
-            params=params,
-            opt_state=optimizer.init(params),
-            standardization=standardization,
-            step=jnp.zeros((), jnp.int32),
-            module=module,
-            tx=optimizer,
-        )
+        return new_train_state(module, params, standardization, optimizer)
 
     def loss_fn(params, state: TrainState, batch):
-        theta, x = _cast(batch, dtype)
+        theta, x = cast_batch(batch, dtype)
         lp = npe_log_prob(state.module, params, state.standardization, theta, x)
         return -jnp.mean(lp)
 
     def step(rng_key, state: TrainState, batch):
         del rng_key  # maximum likelihood needs no randomness
         loss, grads = jax.value_and_grad(loss_fn)(state.params, state, batch)
-        updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        new = state.replace(params=params, opt_state=opt_state, step=state.step + 1)
+        new = apply_gradients(state, grads)
         return new, {"loss": loss}
 
     def evaluate(rng_key, state: TrainState, batch):

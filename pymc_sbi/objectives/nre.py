@@ -75,7 +75,13 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from pymc_sbi.objectives.base import Objective, TrainState
+from pymc_sbi.objectives.base import (
+    Objective,
+    TrainState,
+    apply_gradients,
+    cast_batch,
+    new_train_state,
+)
 from pymc_sbi.standardize import Standardization, fit_standardization
 
 __all__ = ["bnre", "contrast_indices", "nre_a", "nre_b", "nre_c", "nre_log_ratio"]
@@ -120,12 +126,6 @@ def contrast_indices(rng_key, batch_size: int, num_contrasts: int) -> jax.Array:
     return perm[(position[:, None] + offsets) % batch_size]
 
 
-def _cast(batch, dtype):
-    theta = jnp.asarray(batch["theta"], dtype)
-    x = jnp.asarray(batch["x"], dtype)
-    return theta, jnp.reshape(x, (x.shape[0], -1))
-
-
 def _logits(module, params, zt, zx, idx):
     """Logits ``(B, C)`` of the pairs ``(z_theta[idx[i, c]], z_x[i])``."""
     zx = jnp.broadcast_to(zx[:, None, :], (*idx.shape, zx.shape[-1]))
@@ -150,22 +150,15 @@ def _ratio_objective(
         network = mlp_classifier()
 
     def init(rng_key, batch, optimizer: optax.GradientTransformation) -> TrainState:
-        theta, x = _cast(batch, dtype)
+        theta, x = cast_batch(batch, dtype)
         standardization = fit_standardization(theta, x, dtype)
         module = network.clone(features=x.shape[-1])
         zt, zx = standardization.theta(theta[:1]), standardization.x(x[:1])
         params = module.init(rng_key, zt, zx)
-        return TrainState(
-            params=params,
-            opt_state=optimizer.init(params),
-            standardization=standardization,
-            step=jnp.zeros((), jnp.int32),
-            module=module,
-            tx=optimizer,
-        )
+        return new_train_state(module, params, standardization, optimizer)
 
     def loss_fn(params, rng_key, state: TrainState, batch):
-        theta, x = _cast(batch, dtype)
+        theta, x = cast_batch(batch, dtype)
         zt = state.standardization.theta(theta)
         zx = state.standardization.x(x)
         keys = jax.random.split(rng_key, num_contrast_sets)
@@ -176,9 +169,7 @@ def _ratio_objective(
 
     def step(rng_key, state: TrainState, batch):
         grads, metrics = jax.grad(loss_fn, has_aux=True)(state.params, rng_key, state, batch)
-        updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        new = state.replace(params=params, opt_state=opt_state, step=state.step + 1)
+        new = apply_gradients(state, grads)
         return new, metrics
 
     def evaluate(rng_key, state: TrainState, batch):

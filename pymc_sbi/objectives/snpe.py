@@ -67,7 +67,12 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from pymc_sbi.objectives.base import Objective, TrainState
+from pymc_sbi.objectives.base import (
+    Objective,
+    TrainState,
+    apply_gradients,
+    cast_batch,
+)
 from pymc_sbi.objectives.npe import npe, npe_log_prob
 from pymc_sbi.objectives.nre import contrast_indices
 
@@ -91,20 +96,12 @@ def _column(batch, name: str, method: str, dtype) -> jax.Array:
     return jnp.asarray(batch[name], dtype)
 
 
-def _cast(batch, dtype):
-    theta = jnp.asarray(batch["theta"], dtype)
-    x = jnp.asarray(batch["x"], dtype)
-    return theta, jnp.reshape(x, (x.shape[0], -1))
-
-
 def _training_step(loss_fn):
     """``step`` / ``evaluate`` from ``loss_fn(rng_key, params, state, batch)``."""
 
     def step(rng_key, state: TrainState, batch):
         loss, grads = jax.value_and_grad(loss_fn, argnums=1)(rng_key, state.params, state, batch)
-        updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        new = state.replace(params=params, opt_state=opt_state, step=state.step + 1)
+        new = apply_gradients(state, grads)
         return new, {"loss": loss}
 
     def evaluate(rng_key, state: TrainState, batch):
@@ -180,7 +177,7 @@ def snpe_c(
         return -jnp.mean(lp)
 
     def loss_fn(rng_key, params, state: TrainState, batch):
-        theta, x = _cast(batch, dtype)
+        theta, x = cast_batch(batch, dtype)
         log_prior = _column(batch, "log_prior", "snpe_c", dtype)
         if not (prior_batches_mle and "log_proposal" in batch):
             return atomic_loss(rng_key, params, state, theta, x, log_prior)
@@ -246,7 +243,7 @@ def snpe_b(
 
     def loss_fn(rng_key, params, state: TrainState, batch):
         del rng_key
-        theta, x = _cast(batch, dtype)
+        theta, x = cast_batch(batch, dtype)
         log_prior = _column(batch, "log_prior", "snpe_b", dtype)
         log_proposal = _column(batch, "log_proposal", "snpe_b", dtype)
         log_w = jax.lax.stop_gradient(log_prior - log_proposal)

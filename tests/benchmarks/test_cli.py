@@ -58,3 +58,27 @@ def test_run_prints_json_rows(capsys):
 def test_unknown_sampler_is_an_error():
     with pytest.raises(SystemExit):
         main(["run", "--sampler", "bogus"])
+
+
+def test_run_npe_direct_sampling(capsys):
+    code = main(
+        [
+            "run",
+            "--method",
+            "npe",
+            "--simulations",
+            "1000",
+            "--network",
+            "maf",
+            "--posterior-samples",
+            "1000",
+            "--c2st-samples",
+            "500",
+            "--json",
+        ]
+    )
+    assert code == 0
+    row = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert row["sampler"] == "direct" and row["draws"] == 1000
+    assert 0.0 < row["acceptance_rate"] <= 1.0
+    assert 0.4 < row["c2st"] < 0.9  # 1,000 simulations: far from the prior's ~0.95
