@@ -137,3 +137,50 @@ def test_terms_reject_the_wrong_estimator_kind(lg_nle, lg_nre, lg_npe):
             ps.NeuralPosterior("c", lg_nle, params={"theta": t}, observed=X_OBS, prior=prior)
         with pytest.raises(ValueError, match=r"observed has shape \(3,\)"):
             ps.NeuralRatio("d", lg_nre, params={"theta": t}, observed=np.zeros(3))
+
+
+@pytest.mark.parametrize(
+    "how",
+    [
+        pytest.param(dict(nuts_sampler="pymc", cores=1), id="pymc-nuts"),
+        pytest.param(dict(), id="default-nutpie"),
+        pytest.param(dict(step="slice", cores=1), id="slice"),
+        pytest.param("advi", id="advi"),
+    ],
+)
+def test_neural_ratio_term_with_other_samplers(lg_nre, how):
+    """The ratio term runs under every PyMC sampler the likelihood term does."""
+    with pm.Model() as model:
+        theta = pm.Normal("theta", 0, 1, shape=2)
+        ps.NeuralRatio("x", lg_nre, params={"theta": theta}, observed=X_OBS)
+    with model:
+        if how == "advi":
+            approx = pm.fit(
+                3000,
+                method="advi",
+                random_seed=4,
+                progressbar=False,
+                obj_optimizer=pm.adam(learning_rate=0.02),
+            )
+            post = approx.sample(2000, random_seed=5).posterior["theta"]
+        else:
+            kwargs = dict(how)
+            if kwargs.pop("step", None) == "slice":
+                kwargs["step"] = pm.Slice()
+            post = pm.sample(
+                500,
+                tune=300,
+                chains=2,
+                random_seed=6,
+                progressbar=False,
+                compute_convergence_checks=False,
+                **kwargs,
+            ).posterior["theta"]
+
+    def log_post(theta):
+        lr = np.asarray(lg_nre.log_ratio(X_OBS, theta), dtype=np.float64)
+        return lr + stats.norm.logpdf(theta).sum(-1)
+
+    mean, sd = grid_moments(log_post)
+    # loose: these runs are short (ESS ~ a few hundred); the NUTS test above is the tight one
+    np.testing.assert_allclose(post.mean(("chain", "draw")).values, mean, atol=0.3 * sd.max())
