@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from pymc_sbi.standardize import Standardization
+from pymc_sbi.standardize import Standardization, fit_standardization
 
 __all__ = [
     "Objective",
@@ -33,6 +33,7 @@ __all__ = [
     "apply_gradients",
     "cast_batch",
     "flatten_x",
+    "maximum_likelihood",
     "new_train_state",
 ]
 
@@ -120,3 +121,46 @@ def apply_gradients(state: TrainState, grads) -> TrainState:
     updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     return state.replace(params=params, opt_state=opt_state, step=state.step + 1)
+
+
+def maximum_likelihood(kind: str, network: nn.Module, dtype, *, bind, log_prob) -> Objective:
+    r"""``init``/``step``/``evaluate`` for a conditional density fitted by maximum likelihood.
+
+    The loss is :math:`-\frac1B \sum_i \texttt{log\_prob}(\theta_i, x_i)`.
+
+    Parameters
+    ----------
+    kind
+        ``"nle"`` or ``"npe"``.
+    network
+        The unbound network.
+    dtype
+        Training dtype.
+    bind
+        ``(network, theta, x, standardization) -> (module, init_args)``: the network
+        with its ``features`` set, and the example inputs ``module.init`` takes.
+    log_prob
+        ``(module, params, standardization, theta, x) -> (B,)`` log densities.
+    """
+
+    def init(rng_key, batch, optimizer: optax.GradientTransformation) -> TrainState:
+        theta, x = cast_batch(batch, dtype)
+        standardization = fit_standardization(theta, x, dtype)
+        module, example = bind(network, theta, x, standardization)
+        params = module.init(rng_key, *example)
+        return new_train_state(module, params, standardization, optimizer)
+
+    def loss_fn(params, state: TrainState, batch):
+        theta, x = cast_batch(batch, dtype)
+        return -jnp.mean(log_prob(state.module, params, state.standardization, theta, x))
+
+    def step(rng_key, state: TrainState, batch):
+        del rng_key  # maximum likelihood needs no randomness
+        loss, grads = jax.value_and_grad(loss_fn)(state.params, state, batch)
+        return apply_gradients(state, grads), {"loss": loss}
+
+    def evaluate(rng_key, state: TrainState, batch):
+        del rng_key
+        return {"loss": loss_fn(state.params, state, batch)}
+
+    return Objective(init=init, step=step, evaluate=evaluate, kind=kind, network=network)

@@ -19,16 +19,12 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import optax
 
 from pymc_sbi.objectives.base import (
     Objective,
-    TrainState,
-    apply_gradients,
-    cast_batch,
-    new_train_state,
+    maximum_likelihood,
 )
-from pymc_sbi.standardize import Standardization, fit_standardization
+from pymc_sbi.standardize import Standardization
 
 __all__ = ["nle", "nle_log_prob"]
 
@@ -70,26 +66,10 @@ def nle(network: nn.Module | None = None, *, dtype=jnp.float32) -> Objective:
 
         network = maf()
 
-    def init(rng_key, batch, optimizer: optax.GradientTransformation) -> TrainState:
-        theta, x = cast_batch(batch, dtype)
-        standardization = fit_standardization(theta, x, dtype)
-        module = network.clone(features=x.shape[-1])
-        params = module.init(rng_key, standardization.x(x[:1]), standardization.theta(theta[:1]))
-        return new_train_state(module, params, standardization, optimizer)
+    def bind(net, theta, x, std):
+        return net.clone(features=x.shape[-1]), (std.x(x[:1]), std.theta(theta[:1]))
 
-    def loss_fn(params, state: TrainState, batch):
-        theta, x = cast_batch(batch, dtype)
-        lp = nle_log_prob(state.module, params, state.standardization, x, theta)
-        return -jnp.mean(lp)
+    def log_prob(module, params, std, theta, x):
+        return nle_log_prob(module, params, std, x, theta)
 
-    def step(rng_key, state: TrainState, batch):
-        del rng_key  # maximum likelihood needs no randomness
-        loss, grads = jax.value_and_grad(loss_fn)(state.params, state, batch)
-        new = apply_gradients(state, grads)
-        return new, {"loss": loss}
-
-    def evaluate(rng_key, state: TrainState, batch):
-        del rng_key
-        return {"loss": loss_fn(state.params, state, batch)}
-
-    return Objective(init=init, step=step, evaluate=evaluate, kind="nle", network=network)
+    return maximum_likelihood("nle", network, dtype, bind=bind, log_prob=log_prob)

@@ -33,17 +33,13 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import optax
 
 from pymc_sbi.nn.embedding import EmbeddedDensity
 from pymc_sbi.objectives.base import (
     Objective,
-    TrainState,
-    apply_gradients,
-    cast_batch,
-    new_train_state,
+    maximum_likelihood,
 )
-from pymc_sbi.standardize import Standardization, fit_standardization
+from pymc_sbi.standardize import Standardization
 
 __all__ = ["npe", "npe_log_prob"]
 
@@ -122,26 +118,7 @@ def npe(
     if embedding is not None:
         network = EmbeddedDensity(density=network, embedding=embedding)
 
-    def init(rng_key, batch, optimizer: optax.GradientTransformation) -> TrainState:
-        theta, x = cast_batch(batch, dtype)
-        standardization = fit_standardization(theta, x, dtype)
-        module = _with_features(network, theta.shape[-1])
-        params = module.init(rng_key, standardization.theta(theta[:1]), standardization.x(x[:1]))
-        return new_train_state(module, params, standardization, optimizer)
+    def bind(net, theta, x, std):
+        return _with_features(net, theta.shape[-1]), (std.theta(theta[:1]), std.x(x[:1]))
 
-    def loss_fn(params, state: TrainState, batch):
-        theta, x = cast_batch(batch, dtype)
-        lp = npe_log_prob(state.module, params, state.standardization, theta, x)
-        return -jnp.mean(lp)
-
-    def step(rng_key, state: TrainState, batch):
-        del rng_key  # maximum likelihood needs no randomness
-        loss, grads = jax.value_and_grad(loss_fn)(state.params, state, batch)
-        new = apply_gradients(state, grads)
-        return new, {"loss": loss}
-
-    def evaluate(rng_key, state: TrainState, batch):
-        del rng_key
-        return {"loss": loss_fn(state.params, state, batch)}
-
-    return Objective(init=init, step=step, evaluate=evaluate, kind="npe", network=network)
+    return maximum_likelihood("npe", network, dtype, bind=bind, log_prob=npe_log_prob)
