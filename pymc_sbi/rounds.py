@@ -11,7 +11,6 @@ is :func:`pymc_sbi.sequential.run_snpe`.
 from __future__ import annotations
 
 import functools
-import math
 import time
 import types
 import warnings
@@ -22,13 +21,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from tqdm.auto import tqdm
 
 from pymc_sbi.estimator import Estimator
 from pymc_sbi.objectives.base import Objective, TrainState
 from pymc_sbi.simulate import Simulations
 from pymc_sbi.spec import ParamSpec
-from pymc_sbi.training import make_optimizer
+from pymc_sbi.training import early_stopping, make_optimizer
 
 __all__ = [
     "SequentialData",
@@ -337,51 +335,18 @@ def train_round(
 
     # a fixed key for the validation loss: the atoms of the atomic loss do not
     # change between epochs, so early stopping sees the network change, not noise
-    best_state, best_loss, best_epoch = state, math.inf, -1
-    train_hist: list[float] = []
-    val_hist: list[float] = []
-    stop_reason = "max_epochs"
-    bar = tqdm(range(max_epochs), desc="snpe round", disable=not progress, leave=False)
-    for epoch in bar:
+    def epoch(state):
+        nonlocal k_loop
         k_loop, k_epoch = jax.random.split(k_loop)
         new_state, train_loss = one_epoch(k_epoch, state)
-        val_loss = validation_loss(new_state)
-        if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
-            warnings.warn(
-                f"Non-finite loss at epoch {epoch} (train {train_loss}, validation {val_loss}); "
-                f"training stopped and the parameters of epoch {best_epoch} were kept.",
-                RuntimeWarning,
-                stacklevel=2,
-            )
-            stop_reason = "non_finite_loss"
-            break
-        state = new_state
-        train_hist.append(train_loss)
-        val_hist.append(val_loss)
-        if val_loss < best_loss:
-            best_state, best_loss, best_epoch = state, val_loss, epoch
-        bar.set_postfix(train=f"{train_loss:.3f}", val=f"{val_loss:.3f}", best=best_epoch)
-        if epoch - best_epoch >= patience:
-            stop_reason = "early_stopping"
-            break
-    bar.close()
-    if best_epoch < 0:
-        raise FloatingPointError(
-            "The loss was non-finite from the first epoch; nothing was learned. Check the "
-            "simulations for extreme values or lower the learning rate."
-        )
-    history = {
-        "train_loss": train_hist,
-        "val_loss": val_hist,
-        "best_epoch": best_epoch,
-        "best_val_loss": best_loss,
-        "epochs": len(train_hist),
-        "stop_reason": stop_reason,
-        "train_seconds": time.perf_counter() - t0,
-        "n_train": n_train,
-        "n_val": n_val,
-        "start": start,
-    }
+        return new_state, train_loss, validation_loss(new_state)
+
+    best_state, history = early_stopping(
+        epoch, state, max_epochs, patience, progress=progress, desc="snpe round"
+    )
+    history.update(
+        train_seconds=time.perf_counter() - t0, n_train=n_train, n_val=n_val, start=start
+    )
     config = {
         "seed": seed,
         "learning_rate": learning_rate,

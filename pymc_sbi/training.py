@@ -41,6 +41,7 @@ from pymc_sbi.objectives.base import Objective, TrainState
 from pymc_sbi.simulate import Simulations
 
 __all__ = [
+    "early_stopping",
     "epoch_batches",
     "fit",
     "make_optimizer",
@@ -109,6 +110,61 @@ def run_epoch(step, batch_size: int, rng_key, state: TrainState, data: dict[str,
     return state, jax.tree.map(jnp.mean, metrics)
 
 
+def early_stopping(
+    one_epoch, state, max_epochs: int, patience: int, *, progress: bool = True, desc: str = "fit"
+):
+    """Run ``one_epoch(state) -> (state, train_loss, val_loss)`` with early stopping.
+
+    Keeps the state of the best validation loss; stops after ``patience`` epochs
+    without improvement, or at the first non-finite loss (with a warning, keeping
+    the best state). Raises ``FloatingPointError`` if the first epoch is already
+    non-finite. Returns the best state and a history dict with ``train_loss``,
+    ``val_loss`` (per epoch), ``best_epoch``, ``best_val_loss``, ``epochs`` and
+    ``stop_reason``.
+    """
+    best_state, best_loss, best_epoch = state, math.inf, -1
+    train_hist: list[float] = []
+    val_hist: list[float] = []
+    stop_reason = "max_epochs"
+    bar = tqdm(range(max_epochs), desc=desc, disable=not progress)
+    for epoch in bar:
+        new_state, train_loss, val_loss = one_epoch(state)
+        if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
+            warnings.warn(
+                f"Non-finite loss at epoch {epoch} (train {train_loss}, validation "
+                f"{val_loss}); training stopped and the parameters of epoch {best_epoch} "
+                "(best validation loss) were kept.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            stop_reason = "non_finite_loss"
+            break
+        state = new_state
+        train_hist.append(train_loss)
+        val_hist.append(val_loss)
+        if val_loss < best_loss:
+            best_state, best_loss, best_epoch = state, val_loss, epoch
+        bar.set_postfix(train=f"{train_loss:.3f}", val=f"{val_loss:.3f}", best=best_epoch)
+        if epoch - best_epoch >= patience:
+            stop_reason = "early_stopping"
+            break
+    bar.close()
+    if best_epoch < 0:
+        raise FloatingPointError(
+            "The loss was non-finite from the first epoch; nothing was learned. Check the "
+            "simulations for extreme values or lower the learning rate."
+        )
+    history = {
+        "train_loss": train_hist,
+        "val_loss": val_hist,
+        "best_epoch": best_epoch,
+        "best_val_loss": best_loss,
+        "epochs": len(train_hist),
+        "stop_reason": stop_reason,
+    }
+    return best_state, history
+
+
 def fit(
     objective: Objective,
     simulations: Simulations,
@@ -175,52 +231,21 @@ def fit(
     epoch_fn = jax.jit(partial(run_epoch, objective.step, batch_size))
     evaluate = jax.jit(objective.evaluate)
 
-    best_params, best_loss, best_epoch = state.params, math.inf, -1
-    train_hist: list[float] = []
-    val_hist: list[float] = []
-    stop_reason = "max_epochs"
-    bar = tqdm(range(max_epochs), desc=f"fit {objective.kind}", disable=not progress)
-    for epoch in bar:
-        k_loop, k_epoch, k_eval = jax.random.split(k_loop, 3)
+    keys = {"loop": k_loop}
+
+    def one_epoch(state):
+        keys["loop"], k_epoch, k_eval = jax.random.split(keys["loop"], 3)
         new_state, metrics = epoch_fn(k_epoch, state, train)
-        val_loss = float(evaluate(k_eval, new_state, val)["loss"])
-        train_loss = float(metrics["loss"])
-        if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
-            warnings.warn(
-                f"Non-finite loss at epoch {epoch} (train {train_loss}, validation "
-                f"{val_loss}); training stopped and the parameters of epoch {best_epoch} "
-                "(best validation loss) were kept.",
-                RuntimeWarning,
-                stacklevel=2,
-            )
-            stop_reason = "non_finite_loss"
-            break
-        state = new_state
-        train_hist.append(train_loss)
-        val_hist.append(val_loss)
-        if val_loss < best_loss:
-            best_params, best_loss, best_epoch = state.params, val_loss, epoch
-        bar.set_postfix(train=f"{train_loss:.3f}", val=f"{val_loss:.3f}", best=best_epoch)
-        if epoch - best_epoch >= patience:
-            stop_reason = "early_stopping"
-            break
-    bar.close()
-    if best_epoch < 0:
-        raise FloatingPointError(
-            "The loss was non-finite from the first epoch; nothing was learned. Check the "
-            "simulations for extreme values or lower the learning rate."
-        )
-    history = {
-        "train_loss": train_hist,
-        "val_loss": val_hist,
-        "best_epoch": best_epoch,
-        "best_val_loss": best_loss,
-        "epochs": len(train_hist),
-        "stop_reason": stop_reason,
-        "train_seconds": time.perf_counter() - t0,
-        "n_train": int(next(iter(train.values())).shape[0]),
-        "n_val": 0 if validation_fraction == 0 else int(next(iter(val.values())).shape[0]),
-    }
+        return new_state, float(metrics["loss"]), float(evaluate(k_eval, new_state, val)["loss"])
+
+    best_state, history = early_stopping(
+        one_epoch, state, max_epochs, patience, progress=progress, desc=f"fit {objective.kind}"
+    )
+    history.update(
+        train_seconds=time.perf_counter() - t0,
+        n_train=int(next(iter(train.values())).shape[0]),
+        n_val=0 if validation_fraction == 0 else int(next(iter(val.values())).shape[0]),
+    )
     config = {
         "seed": seed,
         "learning_rate": learning_rate,
@@ -233,7 +258,7 @@ def fit(
     }
     return Estimator.from_state(
         objective.kind,
-        state.replace(params=best_params),
+        best_state,
         spec=simulations.spec,
         x_shape=simulations.x_shape,
         history=history,
