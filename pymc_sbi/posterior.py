@@ -316,6 +316,7 @@ def log_prob_corrected(
     seed=0,
     *,
     mass=None,
+    outside: str = "raise",
 ) -> jax.Array:
     r"""Log density of the posterior estimate truncated to the prior support.
 
@@ -344,6 +345,12 @@ def log_prob_corrected(
     mass
         A precomputed :math:`\hat Z(x)` (e.g. ``sample_posterior``'s acceptance
         rate or :func:`support_mass`), to skip the Monte-Carlo step.
+    outside
+        ``"raise"`` (default): a ``theta`` outside the prior support is an
+        error that names the parameter and its bounds (the density there is
+        zero, and asking for it is usually a mistake of units or order).
+        ``"-inf"``: return :math:`-\infty` there instead, as sbi does -- for
+        grids and vectorised code that expect it.
 
     Returns
     -------
@@ -355,8 +362,11 @@ def log_prob_corrected(
     ------
     ValueError
         If ``x_obs`` has the wrong shape (the message names the expected one),
-        ``theta``'s last axis is not ``d``, or :math:`\hat Z(x) = 0`.
+        ``theta``'s last axis is not ``d``, :math:`\hat Z(x) = 0`, or (with
+        ``outside="raise"``) some ``theta`` lies outside the prior support.
     """
+    if outside not in ("raise", "-inf"):
+        raise ValueError(f"outside must be 'raise' or '-inf', got {outside!r}.")
     _check_npe(estimator)
     xb, batched = _observations(estimator, x_obs)
     z = support_mass(estimator, x_obs, n_mc=n_mc, seed=seed) if mass is None else mass
@@ -369,7 +379,26 @@ def log_prob_corrected(
         )
     lp = estimator.log_prob(xb if batched else xb[0], theta)
     inside = _in_support(estimator.spec, jnp.asarray(theta, lp.dtype))
+    traced = any(isinstance(a, jax.core.Tracer) for a in (theta, inside))
+    if outside == "raise" and not traced:  # under jit/grad the check is the caller's
+        _raise_outside(estimator.spec, np.asarray(theta, float), np.asarray(inside))
     return jnp.where(inside, lp - jnp.log(z).astype(lp.dtype), -jnp.inf)
+
+
+def _raise_outside(spec: ParamSpec, theta: np.ndarray, inside: np.ndarray) -> None:
+    """ValueError naming the first parameter of the first ``theta`` outside the support."""
+    if inside.all():
+        return
+    theta = np.broadcast_to(theta, inside.shape + theta.shape[-1:])
+    row = theta[np.unravel_index(int(np.argmin(inside.ravel())), inside.shape)]
+    lower, upper = np.asarray(spec.lower), np.asarray(spec.upper)
+    bad = np.flatnonzero(~((row >= lower) & (row <= upper)))
+    j = int(bad[0]) if bad.size else 0
+    raise ValueError(
+        f"{int((~inside).sum())} of {inside.size} theta lie outside the prior support, e.g. "
+        f"{spec.labels[j]} = {row[j]:.6g} not in [{lower[j]:.6g}, {upper[j]:.6g}]: the "
+        "posterior density is zero there. Pass outside='-inf' to get -inf instead."
+    )
 
 
 # ---------------------------------------------------------------------- MAP

@@ -137,7 +137,9 @@ def test_corrected_log_prob_integrates_to_one(bounded_npe, grid):
     theta, integrate = grid
     z = float(support_mass(bounded_npe, X_EDGE, n_mc=N_MC, seed=5))
     uncorrected = integrate(bounded_npe.log_prob(X_EDGE, theta))
-    corrected = integrate(log_prob_corrected(bounded_npe, theta, X_EDGE, n_mc=N_MC, seed=5))
+    corrected = integrate(
+        log_prob_corrected(bounded_npe, theta, X_EDGE, n_mc=N_MC, seed=5, outside="-inf")
+    )
     assert abs(corrected - 1.0) < 0.02
     assert abs(uncorrected - z) < 0.02 * z
     np.testing.assert_allclose(corrected, uncorrected / z, rtol=1e-4)
@@ -146,7 +148,7 @@ def test_corrected_log_prob_integrates_to_one(bounded_npe, grid):
 def test_corrected_log_prob_outside_support_and_gradients(bounded_npe):
     theta = jnp.array([[-0.1, 0.5], [1.1, 0.5], [0.5, -0.01], [0.5, 0.2], [0.9, 0.1]])
     mass = 0.8
-    lp = log_prob_corrected(bounded_npe, theta, X_EDGE, mass=mass)
+    lp = log_prob_corrected(bounded_npe, theta, X_EDGE, mass=mass, outside="-inf")
     assert lp.shape == (5,)
     assert np.all(np.isneginf(lp[:3]))
     expected = bounded_npe.log_prob(X_EDGE, theta) - np.log(mass)
@@ -155,6 +157,16 @@ def test_corrected_log_prob_outside_support_and_gradients(bounded_npe):
     np.testing.assert_allclose(
         grad, jax.grad(lambda t: bounded_npe.log_prob(X_EDGE, t))(theta[3]), rtol=1e-6
     )
+
+
+def test_corrected_log_prob_outside_support_is_an_error_by_default(bounded_npe):
+    inside = jnp.array([[0.5, 0.2], [0.9, 0.1]])
+    assert np.all(np.isfinite(log_prob_corrected(bounded_npe, inside, X_EDGE, mass=0.8)))
+    theta = jnp.array([[0.5, 0.2], [0.5, -0.25]])
+    with pytest.raises(ValueError, match=r"1 of 2 theta .*b = -0\.25 not in \[0, "):
+        log_prob_corrected(bounded_npe, theta, X_EDGE, mass=0.8)
+    with pytest.raises(ValueError, match="outside must be"):
+        log_prob_corrected(bounded_npe, inside, X_EDGE, mass=0.8, outside="nan")
 
 
 def test_unbounded_prior_needs_no_correction(bounded_npe):
@@ -258,7 +270,7 @@ def test_posterior_functions_under_x64(bounded_npe, x64):
     assert draws.samples.dtype == np.float64
     assert np.all(bounded_npe.spec.in_support(draws.samples))
     theta = jnp.array([[0.5, 0.2], [1.5, 0.2]], jnp.float64)
-    lp = log_prob_corrected(bounded_npe, theta, x, mass=draws.acceptance_rate)
+    lp = log_prob_corrected(bounded_npe, theta, x, mass=draws.acceptance_rate, outside="-inf")
     assert lp.dtype == jnp.float64
     assert np.isfinite(lp[0]) and np.isneginf(lp[1])
 
