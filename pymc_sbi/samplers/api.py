@@ -1,0 +1,149 @@
+"""``ps.sample``: many vectorised BlackJAX chains on any ``pm.Model``, returned as a ``DataTree``.
+
+The model's joint log-density in the unconstrained space (PyMC's JAX backend,
+neural terms inlined; :func:`pymc_sbi.jaxmodel.jax_model`) goes to
+:func:`pymc_sbi.samplers.run_chains`; the draws come back in the model's
+constrained variables with PyMC's names, dims and coords. This does not go
+through ``pm.sample(nuts_sampler="blackjax")``, which is broken with blackjax
+1.7 (PyMC issue #8367).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import numpy as np
+import pymc as pm
+from xarray import DataTree
+
+from pymc_sbi.jaxmodel import jax_model, prior_positions, to_datatree
+from pymc_sbi.samplers.driver import run_chains
+
+__all__ = ["initial_positions", "sample"]
+
+
+def initial_positions(jm, init: Any, chains: int, seed: int) -> np.ndarray:
+    """``(chains, dim)`` unconstrained starting points from ``init``.
+
+    ``"prior"``: one joint prior draw per chain; an array: ``(chains, dim)``
+    unconstrained positions (or ``(dim,)``, repeated); an object with
+    ``sample(rng_key, n)`` (an IMH proposal, e.g. an NPE posterior): its draws
+    (non-finite rows replaced by prior draws).
+    """
+    if isinstance(init, str):
+        if init != "prior":
+            raise ValueError(f"init must be 'prior', an array or a proposal, got {init!r}.")
+        return prior_positions(jm.model, chains, seed=seed)
+    if hasattr(init, "sample"):
+        z = np.asarray(init.sample(jax.random.key(seed), chains), dtype=float)
+        bad = ~np.all(np.isfinite(z), axis=1)
+        if bad.any():
+            z[bad] = prior_positions(jm.model, int(bad.sum()), seed=seed)
+        return z
+    z = np.asarray(init, dtype=float)
+    if z.shape == (jm.dim,):
+        z = np.broadcast_to(z, (chains, jm.dim)).copy()
+    if z.shape != (chains, jm.dim):
+        raise ValueError(
+            f"init array must have shape (chains, dim) = ({chains}, {jm.dim}) in the "
+            f"unconstrained space of {list(jm.value_names)}, got {z.shape}."
+        )
+    return z
+
+
+def sample(
+    model: pm.Model | None = None,
+    *,
+    kernel: str = "nuts",
+    draws: int = 1000,
+    tune: int = 1000,
+    chains: int = 4,
+    seed: int | None = None,
+    init: Any = "prior",
+    progressbar: bool = True,
+    target_accept: float | None = None,
+    metric: str = "diag",
+    var_names: Sequence[str] | None = None,
+    **kernel_kwargs: Any,
+) -> DataTree:
+    """Sample ``model`` with ``chains`` vectorised BlackJAX chains of ``kernel``.
+
+    Parameters
+    ----------
+    model
+        Any ``pm.Model`` with continuous free variables (default: the context
+        model), with or without pymc_sbi neural terms.
+    kernel
+        ``"nuts"``, ``"hmc"``, ``"mala"``, ``"rmh"``, ``"slice"`` or ``"imh"``.
+    draws, tune
+        Kept draws and warm-up steps per chain.
+    chains
+        Number of chains, all advanced together by one vmapped step (tens to
+        thousands are cheap for a small model).
+    seed
+        Integer seed (``None``: a random one). Same seed, same draws.
+    init
+        ``"prior"`` (each chain at its own joint prior draw: spreads chains over
+        the modes of a multimodal posterior), a ``(chains, dim)`` array of
+        unconstrained positions, or a proposal with ``sample(rng_key, n)``.
+    progressbar
+        tqdm bars for warm-up and sampling.
+    target_accept
+        Dual-averaging target (NUTS 0.8, HMC 0.65, MALA 0.574, RMH 0.234).
+    metric
+        ``"diag"`` or ``"dense"`` preconditioner, estimated across chains.
+    var_names
+        Constrained variables to store (default: all free variables and
+        deterministics, as ``pm.sample``).
+    **kernel_kwargs
+        Kernel options (see :func:`~pymc_sbi.samplers.run_chains`), e.g.
+        ``proposal=`` for ``"imh"``, ``max_tree_depth=`` for ``"nuts"``.
+
+    Returns
+    -------
+    xarray.DataTree
+        ``posterior`` (constrained variables, PyMC names/dims/coords),
+        ``sample_stats`` (``lp``, ``acceptance_rate``, ``diverging``,
+        ``step_size``, ``tree_depth``, ``n_steps``, ``energy`` as the kernel
+        has them), ``observed_data``/``constant_data``; attrs record the kernel,
+        tuned parameters and timings.
+    """
+    model = pm.modelcontext(model)
+    if int(chains) < 1:
+        raise ValueError(f"chains must be a positive integer, got {chains}.")
+    if seed is None:
+        seed = int(np.random.default_rng().integers(2**31 - 1))
+    seq = np.random.SeedSequence(int(seed))
+    init_seed, key_seed = (int(s.generate_state(1)[0]) for s in seq.spawn(2))
+    jm = jax_model(model, var_names=var_names)
+    positions = initial_positions(jm, init, int(chains), init_seed)
+    if kernel == "imh" and "proposal" not in kernel_kwargs and hasattr(init, "log_prob"):
+        kernel_kwargs["proposal"] = init
+    t0 = time.perf_counter()
+    result = run_chains(
+        jax.random.key(key_seed),
+        jm.logdensity_fn,
+        positions,
+        kernel=kernel,
+        num_warmup=int(tune),
+        num_samples=int(draws),
+        target_accept=target_accept,
+        metric=metric,
+        progressbar=progressbar,
+        **kernel_kwargs,
+    )
+    z = np.asarray(result.positions)
+    elapsed = time.perf_counter() - t0
+    attrs = {
+        "sampler": f"pymc_sbi.samplers ({kernel}, blackjax)",
+        "kernel": kernel,
+        "tuning_steps": int(tune),
+        "sampling_time": float(elapsed),
+        "tuned_param": float(result.tuned.param),
+        "preconditioner": "none" if kernel == "imh" else metric,
+        "random_seed": int(seed),
+    }
+    return to_datatree(jm, z, result.sample_stats, attrs=attrs)
