@@ -72,3 +72,72 @@ def test_bad_inputs_raise(p, q, match):
 def test_too_few_after_subsampling_raises():
     with pytest.raises(ValueError, match="at least"):
         c2st(np.zeros((50, 1)), np.ones((50, 1)), max_samples=5)
+
+
+# ------------------------------------------------------------- sbibm, fast, DataTree
+def test_matches_sbibm_reference_value():
+    """sbibm's c2st on fixed data (2 x 1000 draws, mean shift 0.5 sd) gave 0.5750.
+
+    The expected value was computed once by ``sbibm_c2st_reference.py`` in this
+    folder: sbibm's ``c2st`` step by step with numpy float32 in place of torch
+    (see its docstring). Bayes-optimal accuracy here is Phi(0.25) = 0.599.
+    """
+    from sbibm_c2st_reference import reference_data  # this test folder is on sys.path
+
+    x, y = reference_data()
+    assert abs(c2st(x, y) - 0.5750) < 0.01
+
+
+def test_fast_classifier_chance_and_separable():
+    rng = np.random.default_rng(4)
+    n = 4000
+    a = rng.normal(size=(n, 3))
+    b = rng.normal(size=(n, 3))
+    se = np.sqrt(0.25 / (2 * n))
+    assert abs(c2st(a, b, classifier="fast") - 0.5) < 4 * se + 0.02
+    assert c2st(a, b + np.array([0.0, 8.0, 0.0]), classifier="fast") > 0.99
+    # A smaller shift is detected too (Bayes accuracy Phi(0.5) = 0.69).
+    assert c2st(a, b + np.array([1.0, 0.0, 0.0]), classifier="fast") > 0.65
+
+
+def test_custom_classifier_and_bad_name():
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(5)
+    a = rng.normal(size=(300, 2))
+    b = rng.normal(size=(300, 2)) + 4.0
+    assert c2st(a, b, classifier=LogisticRegression()) > 0.95
+    with pytest.raises(ValueError, match="classifier must be one of"):
+        c2st(a, b, classifier="forest")
+
+
+def _posterior_tree(theta, sigma, extra=None):
+    import arviz as az
+
+    post = {"theta": theta, "sigma": sigma}
+    if extra is not None:
+        post["extra"] = extra
+    return az.from_dict({"posterior": post})
+
+
+def test_datatree_input_picks_variables_by_name():
+    from pymc_sbi.diagnostics.c2st import samples_matrix
+
+    rng = np.random.default_rng(6)
+    # (chain=2, draw=150, 2) theta and scalar sigma -> (300, 3) matrices.
+    t1, s1 = rng.normal(size=(2, 150, 2)), rng.normal(size=(2, 150))
+    t2, s2 = rng.normal(size=(2, 150, 2)) + 5.0, rng.normal(size=(2, 150)) + 5.0
+    dt1 = _posterior_tree(t1, s1)
+    dt2 = _posterior_tree(t2, s2, extra=rng.normal(size=(2, 150)))  # extra var ignored
+    m1 = samples_matrix(dt1)
+    np.testing.assert_array_equal(m1[:, :2], t1.reshape(300, 2))
+    np.testing.assert_array_equal(m1[:, 2], s1.reshape(300))
+    expected = c2st(m1, np.column_stack([t2.reshape(300, 2), s2.reshape(300)]), seed=2)
+    assert c2st(dt1, dt2, seed=2) == expected > 0.95
+    # One variable by name, and the same from the Dataset of the group.
+    only_sigma = c2st(dt1, dt2["posterior"].to_dataset(), var_names="sigma", seed=2)
+    assert only_sigma == c2st(s1.reshape(-1), s2.reshape(-1), seed=2)
+    with pytest.raises(ValueError, match="no variable"):
+        c2st(dt1, dt2, var_names=["mu"])
+    with pytest.raises(ValueError, match="no group"):
+        c2st(dt1, dt2, group="prior")
