@@ -13,7 +13,7 @@ use it as a term of an ordinary ``pm.Model``::
         idata = pm.sample(nuts_sampler="numpyro")
 """
 
-from pymc_sbi import diagnostics, nn
+from pymc_sbi import diagnostics, nn, samplers
 from pymc_sbi.estimator import Estimator
 from pymc_sbi.io import load, save
 from pymc_sbi.likelihood import NeuralLikelihood
@@ -41,6 +41,7 @@ from pymc_sbi.posterior import (
 from pymc_sbi.posterior_term import NeuralPosterior
 from pymc_sbi.prior import draw_prior, param_spec, prior_initvals
 from pymc_sbi.ratio import NeuralRatio
+from pymc_sbi.samplers import sample
 from pymc_sbi.sequential import (
     SequentialData,
     SNPEResult,
@@ -95,7 +96,9 @@ __all__ = [
     "run_epoch",
     "run_simulator",
     "run_snpe",
+    "sample",
     "sample_posterior",
+    "samplers",
     "save",
     "simulate",
     "snpe_b",

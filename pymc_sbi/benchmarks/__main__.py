@@ -9,8 +9,6 @@ import argparse
 import json
 import sys
 
-SAMPLER_CHOICES = ("numpyro", "nutpie", "pymc")
-
 COLUMNS = [
     ("task", "{}"),
     ("method", "{}"),
@@ -19,6 +17,7 @@ COLUMNS = [
     ("seed", "{}"),
     ("observation", "{}"),
     ("sampler", "{}"),
+    ("chains", "{}"),
     ("c2st", "{:.3f}"),
     ("simulate_s", "{:.1f}"),
     ("train_s", "{:.1f}"),
@@ -58,7 +57,13 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument(
         "--sampler",
         default="numpyro",
-        help=f"comma-separated NUTS backends from {SAMPLER_CHOICES} (default numpyro)",
+        help="comma-separated samplers, each NAME, NAME:CHAINS or NAME:CHAINSxDRAWS, NAME from "
+        "numpyro, nutpie, pymc (pm.sample NUTS backends), blackjax-nuts, hmc, mala, rmh, "
+        "slice, imh (ps.sample kernels), or any registered one (default numpyro)",
+    )
+    run.add_argument("--chains", type=int, default=None, help="chains (default per sampler)")
+    run.add_argument(
+        "--draws", type=int, default=None, help="draws per chain (default: samples / chains)"
     )
     run.add_argument("--posterior-samples", type=int, default=10_000)
     run.add_argument(
@@ -71,12 +76,14 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--progress", action="store_true")
     args = parser.parse_args(argv)
 
-    from pymc_sbi.benchmarks.runner import run_benchmark
+    from pymc_sbi.benchmarks.runner import parse_sampler, run_benchmark
 
     samplers = tuple(s.strip() for s in args.sampler.split(",") if s.strip())
-    bad = [s for s in samplers if s not in SAMPLER_CHOICES]
-    if bad:
-        parser.error(f"unknown sampler(s) {bad}; choose from {SAMPLER_CHOICES}")
+    for s in samplers:
+        try:
+            parse_sampler(s)
+        except ValueError as err:
+            parser.error(str(err))
     rows = []
     for seed in args.seed:
         results, _, _ = run_benchmark(
@@ -91,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
             c2st_samples=args.c2st_samples,
             progress=args.progress,
             rounds=args.rounds,
+            chains=args.chains,
+            draws=args.draws,
         )
         for r in results:
             row = r.as_dict()

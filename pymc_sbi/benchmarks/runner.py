@@ -16,9 +16,15 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["BenchmarkResult", "posterior_matrix", "run_benchmark", "sample_posterior"]
-
-SAMPLERS = ("numpyro", "nutpie", "pymc")
+__all__ = [
+    "SAMPLERS",
+    "BenchmarkResult",
+    "parse_sampler",
+    "posterior_matrix",
+    "register_sampler",
+    "run_benchmark",
+    "sample_posterior",
+]
 
 
 @dataclass
@@ -92,47 +98,24 @@ def posterior_matrix(idata, spec) -> np.ndarray:
     return spec.flatten(values)
 
 
-def sample_posterior(
-    model,
-    sampler: str,
-    n_samples: int,
-    seed: int,
-    chains: int | None = None,
-    tune: int = 300,
-    progress: bool = False,
-):
-    """Draw about ``n_samples`` posterior samples with one NUTS backend.
-
-    * ``numpyro``: ``chains`` (default 40) vectorised chains, each started at its
-      own prior draw, so that multimodal posteriors get the mode weights of the
-      chains' spread rather than of one starting region.
-    * ``nutpie``: JAX backend with JAX gradients (the fast nutpie path), 4 chains.
-    * ``pymc``: PyMC's NUTS, 4 chains on one core (``cores=1``: no fork).
-    """
+def _pymc_nuts(model, backend, chains, draws, seed, tune, progress):
+    """PyMC's ``pm.sample`` with one NUTS backend (see :func:`sample_posterior`)."""
     import pymc as pm
 
     from pymc_sbi.prior import prior_initvals
 
-    if sampler == "numpyro":
-        chains = chains or 40
-        draws = -(-n_samples // chains)
+    if backend == "numpyro":
         init = prior_initvals(model, chains, seed=seed)
         kwargs = dict(nuts_sampler="numpyro", initvals=init, nuts={"chain_method": "vectorized"})
-    elif sampler == "nutpie":
-        chains = chains or 4
-        draws = -(-n_samples // chains)
+    elif backend == "nutpie":
         kwargs = dict(
             nuts_sampler="nutpie",
             compile_kwargs={"mode": "JAX", "gradient_backend": "jax"},
         )
-    elif sampler == "pymc":
-        chains = chains or 4
-        draws = -(-n_samples // chains)
-        kwargs = dict(nuts_sampler="pymc", cores=1)
     else:
-        raise ValueError(f"Unknown sampler {sampler!r}; choose from {SAMPLERS}.")
+        kwargs = dict(nuts_sampler="pymc", cores=1)
     with model:
-        idata = pm.sample(
+        return pm.sample(
             draws=draws,
             tune=tune,
             chains=chains,
@@ -141,7 +124,110 @@ def sample_posterior(
             compute_convergence_checks=False,
             **kwargs,
         )
-    return idata, chains, draws
+
+
+def _blackjax(kernel):
+    """``ps.sample`` with a BlackJAX kernel, every chain started at its own prior draw."""
+
+    def run(model, chains, draws, seed, tune, progress):
+        import pymc_sbi as ps
+
+        kwargs = {}
+        if kernel == "imh":  # proposal: a Student-t fitted to a short MALA pilot
+            import jax
+
+            from pymc_sbi.jaxmodel import jax_model, prior_positions
+
+            jm = jax_model(model)
+            pilot = ps.samplers.run_chains(
+                jax.random.key(seed + 1),
+                jm.logdensity_fn,
+                prior_positions(model, chains, seed=seed + 1),
+                kernel="mala",
+                num_warmup=tune,
+                num_samples=20,
+            )
+            kwargs["proposal"] = ps.samplers.fit_gaussian(pilot.positions, inflate=1.2, df=5)
+        return ps.sample(
+            model,
+            kernel=kernel,
+            draws=draws,
+            tune=tune,
+            chains=chains,
+            seed=seed,
+            progressbar=progress,
+            **kwargs,
+        )
+
+    return run
+
+
+# name -> (run(model, chains, draws, seed, tune, progress) -> DataTree, default chains)
+SAMPLERS: dict[str, tuple] = {
+    "numpyro": (lambda m, *a: _pymc_nuts(m, "numpyro", *a), 40),
+    "nutpie": (lambda m, *a: _pymc_nuts(m, "nutpie", *a), 4),
+    "pymc": (lambda m, *a: _pymc_nuts(m, "pymc", *a), 4),
+    "blackjax-nuts": (_blackjax("nuts"), 40),
+    "hmc": (_blackjax("hmc"), 40),
+    "mala": (_blackjax("mala"), 40),
+    "rmh": (_blackjax("rmh"), 40),
+    "slice": (_blackjax("slice"), 40),
+    "imh": (_blackjax("imh"), 40),
+}
+
+
+def register_sampler(name: str, run, default_chains: int = 40) -> None:
+    """Add a benchmark sampler ``run(model, chains, draws, seed, tune, progress) -> DataTree``."""
+    SAMPLERS[name] = (run, default_chains)
+
+
+def parse_sampler(spec: str) -> tuple[str, int | None, int | None]:
+    """``"mala"`` -> ``("mala", None, None)``; ``"numpyro:40"`` -> 40 chains;
+    ``"numpyro:40x250"`` -> 40 chains of 250 draws."""
+    name, _, shape = spec.partition(":")
+    if name not in SAMPLERS:
+        raise ValueError(f"Unknown sampler {name!r}; choose from {sorted(SAMPLERS)}.")
+    chains, _, draws = shape.partition("x")
+    try:
+        return name, (int(chains) if chains else None), (int(draws) if draws else None)
+    except ValueError:
+        msg = f"Bad sampler spec {spec!r}; use NAME, NAME:CHAINS or NAME:CHAINSxDRAWS."
+        raise ValueError(msg) from None
+
+
+def sample_posterior(
+    model,
+    sampler: str,
+    n_samples: int,
+    seed: int,
+    chains: int | None = None,
+    tune: int = 300,
+    progress: bool = False,
+    draws: int | None = None,
+):
+    """Draw about ``n_samples`` posterior samples (``chains`` x ``draws``) with one sampler.
+
+    ``sampler`` is a key of :data:`SAMPLERS`; ``"name:C"`` runs ``C`` chains and
+    ``"name:CxD"`` ``C`` chains of ``D`` draws (over ``chains``/``draws``, which
+    override the sampler's defaults):
+
+    * ``numpyro``: ``chains`` (default 40) vectorised chains, each started at its
+      own prior draw, so that multimodal posteriors get the mode weights of the
+      chains' spread rather than of one starting region.
+    * ``nutpie``: JAX backend with JAX gradients (the fast nutpie path), 4 chains.
+    * ``pymc``: PyMC's NUTS, 4 chains on one core (``cores=1``: no fork).
+    * ``blackjax-nuts``, ``hmc``, ``mala``, ``rmh``, ``slice``, ``imh``:
+      :func:`pymc_sbi.sample` with that kernel, chains (default 40) vmapped and
+      started at prior draws; ``imh`` proposes from a Student-t fitted to a
+      20-draw MALA pilot.
+
+    Returns ``(idata, chains, draws)``.
+    """
+    name, spec_chains, spec_draws = parse_sampler(sampler)
+    run, default_chains = SAMPLERS[name]
+    chains = spec_chains or chains or default_chains
+    draws = spec_draws or draws or -(-n_samples // chains)
+    return run(model, chains, draws, seed, tune, progress), chains, draws
 
 
 METHODS = ("nle", "npe", "snpe", "nre_a", "nre_b", "nre_c", "bnre")
@@ -187,13 +273,17 @@ def run_benchmark(
     c2st_samples: int | None = None,
     progress: bool = False,
     rounds: int = 3,
+    chains: int | None = None,
+    draws: int | None = None,
 ) -> tuple[list[BenchmarkResult], Any, dict[str, Any]]:
     """Simulate, train and sample; return one :class:`BenchmarkResult` per sampler.
 
     ``nle`` and the NRE methods put the estimator in the task's prior model and
     sample it with each NUTS backend in ``samplers``; ``npe`` samples its
     posterior directly (rejecting draws outside the prior support; sampler
-    ``"direct"``); ``snpe`` runs ``rounds`` rounds of SNPE-C with
+    ``"direct"``; ``chains``/``draws`` override each sampler's defaults, and
+    C2ST scores a random subset of ``n_posterior`` draws when there are more);
+    ``snpe`` runs ``rounds`` rounds of SNPE-C with
     ``simulations // rounds`` simulations each (its ``train_s`` includes the
     later rounds' simulation and proposal sampling, ``simulate_s`` is round 0's
     share only). Also returns the trained estimator and ``{sampler: draws}``.
@@ -245,14 +335,20 @@ def run_benchmark(
         if direct:
             draws = ps.sample_posterior(estimator, x_obs, n_posterior, seed + 2)
             samples = np.asarray(draws.samples)
-            chains, n_draws = 1, samples.shape[0]
+            n_chains, n_draws = 1, samples.shape[0]
             extra["acceptance_rate"] = float(draws.acceptance_rate)
             traces[sampler] = samples
         else:
             model = task.prior_model()
             _term(estimator, model, x_obs)
-            idata, chains, n_draws = sample_posterior(
-                model, sampler, n_posterior, seed=seed + 2 + i, progress=progress
+            idata, n_chains, n_draws = sample_posterior(
+                model,
+                sampler,
+                n_posterior,
+                seed=seed + 2 + i,
+                chains=chains,
+                draws=draws,
+                progress=progress,
             )
             traces[sampler] = idata
             samples = posterior_matrix(idata, estimator.spec)
@@ -264,7 +360,11 @@ def run_benchmark(
             ess_min = float(min(np.min(ess[v].values) for v in estimator.spec.names))
             ess_within = within_chain_ess(idata, estimator.spec)
         extra["draws_per_chain"] = n_draws
-        score = c2st(samples, reference, seed=seed, max_samples=c2st_samples)
+        scored = samples
+        if scored.shape[0] > n_posterior:  # e.g. 1,000 chains x 100 draws: score n_posterior
+            pick = np.random.default_rng(seed).choice(scored.shape[0], n_posterior, replace=False)
+            scored = scored[pick]
+        score = c2st(scored, reference, seed=seed, max_samples=c2st_samples)
         results.append(
             BenchmarkResult(
                 task=task_name,
@@ -282,7 +382,7 @@ def run_benchmark(
                 sample_s=sample_s,
                 sample_cpu_s=sample_cpu,
                 draws=int(samples.shape[0]),
-                chains=chains,
+                chains=n_chains,
                 ess_bulk_min=ess_min,
                 ess_within=ess_within,
                 ess_per_s=ess_within / sample_s,

@@ -38,7 +38,7 @@ def initial_positions(jm, init: Any, chains: int, seed: int) -> np.ndarray:
             raise ValueError(f"init must be 'prior', an array or a proposal, got {init!r}.")
         return prior_positions(jm.model, chains, seed=seed)
     if hasattr(init, "sample"):
-        z = np.asarray(init.sample(jax.random.key(seed), chains), dtype=float)
+        z = np.array(init.sample(jax.random.key(seed), chains), dtype=float)
         bad = ~np.all(np.isfinite(z), axis=1)
         if bad.any():
             z[bad] = prior_positions(jm.model, int(bad.sum()), seed=seed)
