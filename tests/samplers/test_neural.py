@@ -1,0 +1,55 @@
+"""ps.sample through neural terms: a NeuralLikelihood model, and the slow two_moons comparison."""
+
+import numpy as np
+import pymc as pm
+import pytest
+
+import pymc_sbi as ps
+from pymc_sbi.benchmarks.runner import posterior_matrix
+from pymc_sbi.benchmarks.tasks import get_task, linear_gaussian_posterior
+
+X_OBS = np.array([[0.6, 0.2], [0.9, 0.5], [0.3, -0.1]])
+
+
+def test_neural_likelihood_model_samples(lg_nle):
+    with pm.Model(coords={"param": ["a", "b"]}) as model:
+        theta = pm.Normal("theta", 0, 1, dims="param")
+        ps.NeuralLikelihood("x", lg_nle, params={"theta": theta}, observed=X_OBS)
+    dt = ps.sample(model, kernel="mala", draws=100, tune=200, chains=64, seed=0, progressbar=False)
+    mean, cov = linear_gaussian_posterior(X_OBS)
+    draws = dt.posterior["theta"].values.reshape(-1, 2)
+    sd = np.sqrt(np.diag(cov))
+    # surrogate allowance of 0.35 posterior sds (a 4,000-simulation NLE), as in test_likelihood
+    assert np.all(np.abs(draws.mean(0) - mean) < 0.35 * sd + 4 * sd / np.sqrt(len(draws) / 10))
+    assert np.all(np.abs(draws.std(0) / sd - 1) < 0.3)
+    assert dt.posterior["theta"].dims == ("chain", "draw", "param")
+    np.testing.assert_allclose(dt.observed_data["x"].values, X_OBS)
+
+
+@pytest.mark.slow
+def test_two_moons_many_chain_slice_and_mala_beat_four_chain_nuts():
+    """1,000 chains of slice or MALA from prior draws weight both crescents; 4 NUTS chains can't."""
+    from pymc_sbi.diagnostics import c2st
+
+    task = get_task("two_moons")
+    x_obs = task.observation(1)
+    sims = ps.simulate(task.prior_model(), task.simulator, 10_000, seed=0, progress=False)
+    est = ps.fit(ps.nle(ps.nn.nsf()), sims, seed=1, progress=False)
+    reference = task.reference_samples(1)
+
+    def run(kernel, chains, draws):
+        model = task.prior_model()
+        with model:
+            ps.NeuralLikelihood(
+                "x", est, params={n: model[n] for n in est.spec.names}, observed=x_obs
+            )
+        dt = ps.sample(
+            model, kernel=kernel, chains=chains, draws=draws, tune=300, seed=2, progressbar=False
+        )
+        samples = posterior_matrix(dt, est.spec)
+        pick = np.random.default_rng(0).choice(len(samples), 10_000, replace=False)
+        return c2st(samples[pick], reference, seed=0)
+
+    nuts4 = run("nuts", 4, 2500)
+    for kernel in ("slice", "mala"):
+        assert run(kernel, 1000, 10) < nuts4, kernel
