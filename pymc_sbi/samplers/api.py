@@ -11,6 +11,7 @@ through ``pm.sample(nuts_sampler="blackjax")``, which is broken with blackjax
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -146,4 +147,6 @@ def sample(
         "preconditioner": "none" if kernel == "imh" else metric,
         "random_seed": int(seed),
     }
-    return to_datatree(jm, z, result.sample_stats, attrs=attrs)
+    with warnings.catch_warnings():  # 1,000 chains x 100 draws is deliberate here
+        warnings.filterwarnings("ignore", message="Found chain dimension to be longer")
+        return to_datatree(jm, z, result.sample_stats, attrs=attrs)
