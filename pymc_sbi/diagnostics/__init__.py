@@ -1,5 +1,53 @@
-"""Diagnostics for simulation-based inference: two-sample tests, calibration checks."""
+"""Can the surrogate posterior be trusted? Two-sample tests and calibration checks.
 
-from pymc_sbi.diagnostics.c2st import c2st
+- :func:`c2st`: classifier two-sample test (sbibm's recipe, or a fast one),
+  on arrays or ArviZ ``DataTree`` groups;
+- :func:`run_sbc`: simulation-based calibration with vectorised inference
+  (:func:`posterior_draws`), :func:`uniformity` tests of the ranks;
+- :func:`expected_coverage` (HPD regions) and :func:`tarp`;
+- :func:`plot_sbc_ecdf`, :func:`plot_coverage`;
+- :func:`diagnose`: all of them in one call, with a verdict table and figures.
+"""
 
-__all__ = ["c2st"]
+from pymc_sbi.diagnostics.c2st import c2st, samples_matrix
+from pymc_sbi.diagnostics.coverage import (
+    CoverageCurve,
+    coverage_curve,
+    expected_coverage,
+    hpd_levels,
+    tarp,
+)
+from pymc_sbi.diagnostics.inference import posterior_draws
+from pymc_sbi.diagnostics.plots import plot_coverage, plot_sbc_ecdf, save_figure
+from pymc_sbi.diagnostics.report import DiagnosticReport, diagnose, format_verdicts
+from pymc_sbi.diagnostics.sbc import (
+    SBCResult,
+    run_sbc,
+    sbc_from_samples,
+    sbc_ranks,
+    sbc_to_datatree,
+    uniformity,
+)
+
+__all__ = [
+    "CoverageCurve",
+    "DiagnosticReport",
+    "SBCResult",
+    "c2st",
+    "coverage_curve",
+    "diagnose",
+    "expected_coverage",
+    "format_verdicts",
+    "hpd_levels",
+    "plot_coverage",
+    "plot_sbc_ecdf",
+    "posterior_draws",
+    "run_sbc",
+    "samples_matrix",
+    "save_figure",
+    "sbc_from_samples",
+    "sbc_ranks",
+    "sbc_to_datatree",
+    "tarp",
+    "uniformity",
+]
