@@ -16,6 +16,7 @@ References
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -273,6 +274,13 @@ def c2st(
         rng = np.random.default_rng(seed)
         p = _subsample(p, max_samples, rng)
         q = _subsample(q, max_samples, rng)
+    if abs(p.shape[0] - q.shape[0]) > 0.1 * max(p.shape[0], q.shape[0]):
+        warnings.warn(
+            f"c2st got sets of {p.shape[0]} and {q.shape[0]} samples: with unequal sizes chance "
+            "accuracy is the larger share, not 0.5. Use equally many samples (or max_samples).",
+            UserWarning,
+            stacklevel=2,
+        )
     min_n = 2 * n_folds
     if p.shape[0] < min_n or q.shape[0] < min_n:
         raise ValueError(

@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from pymc_sbi.diagnostics.c2st import c2st
+from pymc_sbi.diagnostics.c2st import c2st, samples_matrix
 from pymc_sbi.diagnostics.coverage import CoverageCurve, expected_coverage, tarp
 from pymc_sbi.diagnostics.inference import posterior_draws
 from pymc_sbi.diagnostics.sbc import SBCResult, run_sbc, uniformity
@@ -130,9 +130,10 @@ def diagnose(
     num_datasets, num_posterior_samples
         SBC size :math:`N` and posterior draws per dataset :math:`L`.
     references
-        Optional ``[(x_obs, reference_samples), ...]``: for each, draw the
-        estimator's posterior (as in SBC) and compute C2ST against the
-        ``(n, d)`` reference samples (or a DataTree).
+        Optional ``[(x_obs, reference_samples), ...]``: for each, draw as many
+        samples of the estimator's posterior as there are references (as in
+        SBC) and compute C2ST against the ``(n, d)`` reference samples (or a
+        DataTree with the estimator's variable names).
     alpha
         Family-wise level of the rank uniformity test (Bonferroni over the
         ``d`` parameters: each p-value is compared with ``alpha / d``).
@@ -213,10 +214,16 @@ def diagnose(
         t = step(f"C2ST {i}")
         x_b = np.asarray(x_obs)[None]
         mcmc = {k: v for k, v in sbc_kwargs.items() if k in ("chains", "num_warmup", "kernel")}
-        samples, _, _ = posterior_draws(
-            estimator, prior_model, x_b, num_posterior_samples * 4, seed=seed + 1 + i, **mcmc
+        ref = (
+            samples_matrix(ref, list(estimator.spec.names), name="reference samples")
+            if (not isinstance(ref, np.ndarray | list))
+            else np.asarray(ref)
         )
-        scores[i] = c2st(ref, samples[0], seed=seed, **dict(c2st_kwargs or {}))
+        n_ref = ref.shape[0]  # equal set sizes: chance level is 0.5
+        samples, _, _ = posterior_draws(
+            estimator, prior_model, x_b, n_ref, seed=seed + 1 + i, **mcmc
+        )
+        scores[i] = c2st(ref, samples[0, :n_ref], seed=seed, **dict(c2st_kwargs or {}))
         rows.append(
             {
                 "check": f"C2ST vs reference, observation {i}",
