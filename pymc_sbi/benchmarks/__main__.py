@@ -74,7 +74,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     run.add_argument("--json", action="store_true", help="one JSON object per line")
     run.add_argument("--progress", action="store_true")
+    from pymc_sbi.benchmarks.sbc import add_sbc_parser, main_sbc
+
+    add_sbc_parser(sub)
     args = parser.parse_args(argv)
+    if args.command == "sbc":
+        return main_sbc(args)
 
     from pymc_sbi.benchmarks.runner import parse_sampler, run_benchmark
 
