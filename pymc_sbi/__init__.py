@@ -109,3 +109,9 @@ __all__ = [
     "train_round",
     "train_validation_split",
 ]
+
+# variational inference on any pm.Model (flows, divergences, PSIS check, amortised VI)
+from pymc_sbi import vi
+from pymc_sbi.vi import AmortizedVIPosterior, VIPosterior, fit_vi, train_amortized
+
+__all__ += ["AmortizedVIPosterior", "VIPosterior", "fit_vi", "train_amortized", "vi"]
