@@ -7,6 +7,8 @@
 - :func:`expected_coverage` (HPD regions) and :func:`tarp`;
 - :func:`plot_sbc_ecdf`, :func:`plot_coverage`;
 - :func:`diagnose`: all of them in one call, with a verdict table and figures.
+- ``predictive_check`` / ``PredictiveCheck``: surrogate versus real simulator
+  posterior predictive comparison, re-exported from :mod:`pymc_sbi.predictive`.
 """
 
 from pymc_sbi.diagnostics.c2st import c2st, samples_matrix
@@ -51,3 +53,18 @@ __all__ = [
     "tarp",
     "uniformity",
 ]
+
+_PREDICTIVE = ("PredictiveCheck", "predictive_check")
+
+
+def __getattr__(name: str):
+    """Surrogate-vs-simulator predictive checks live in :mod:`pymc_sbi.predictive`.
+
+    They are re-exported here lazily (``ps.diagnostics.predictive_check``), so this
+    package imports whether or not that module is present.
+    """
+    if name in _PREDICTIVE:
+        from pymc_sbi import predictive
+
+        return getattr(predictive, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
