@@ -43,6 +43,7 @@ def run_sbc_benchmark(
     chains: int = 4,
     num_warmup: int = 300,
     seed: int = 0,
+    max_epochs: int = 300,
     progress: bool = False,
 ) -> dict[str, Any]:
     """Train a small MAF ``method`` estimator and time an SBC run; one result row."""
@@ -57,7 +58,7 @@ def run_sbc_benchmark(
     objective = getattr(ps, method)(ps.nn.maf(hidden_features=32, num_transforms=3))
     t = time.perf_counter()
     estimator = ps.fit(objective, sims, seed=seed + 1, batch_size=100, learning_rate=1e-3,
-                       max_epochs=300, patience=20, progress=progress)  # fmt: skip
+                       max_epochs=max_epochs, patience=20, progress=progress)  # fmt: skip
     train_s = time.perf_counter() - t
     t = time.perf_counter()
     res = run_sbc(estimator, task.prior_model(), task.simulator, num_datasets=datasets,
@@ -96,6 +97,7 @@ def add_sbc_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--chains", type=int, default=4, help="NLE: chains of the product posterior")
     p.add_argument("--warmup", type=int, default=300, help="NLE: warm-up steps")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-epochs", type=int, default=300)
     p.add_argument("--json", action="store_true")
     p.add_argument("--progress", action="store_true")
     return p
@@ -112,6 +114,7 @@ def main_sbc(args: argparse.Namespace) -> int:
         chains=args.chains,
         num_warmup=args.warmup,
         seed=args.seed,
+        max_epochs=args.max_epochs,
         progress=args.progress,
     )
     if args.json:
