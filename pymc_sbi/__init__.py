@@ -110,6 +110,28 @@ __all__ = [
     "train_validation_split",
 ]
 
+# hierarchical likelihoods: covariates, MNLE, range checks, surrogate-vs-simulator checks
+from pymc_sbi.objectives import DataRange, mnle, with_covariates  # noqa: E402
+from pymc_sbi.predictive import PredictiveCheck, predictive_check  # noqa: E402
+from pymc_sbi.range_check import (  # noqa: E402
+    OutOfRangeWarning,
+    check_posterior_range,
+    check_range,
+)
+from pymc_sbi.simulate import draw_covariates  # noqa: E402
+
+__all__ += [
+    "DataRange",
+    "OutOfRangeWarning",
+    "PredictiveCheck",
+    "check_posterior_range",
+    "check_range",
+    "draw_covariates",
+    "mnle",
+    "predictive_check",
+    "with_covariates",
+]
+
 # variational inference on any pm.Model (flows, divergences, PSIS check, amortised VI)
 from pymc_sbi import vi
 from pymc_sbi.vi import AmortizedVIPosterior, VIPosterior, fit_vi, train_amortized

@@ -22,16 +22,21 @@ import jax
 import jax.numpy as jnp
 
 from pymc_sbi.objectives.base import flatten_x
+from pymc_sbi.objectives.covariates import DataRange
+from pymc_sbi.objectives.mnle import mnle_log_prob, mnle_sample
 from pymc_sbi.objectives.nle import nle_log_prob
 from pymc_sbi.spec import ParamSpec
 from pymc_sbi.standardize import Standardization
 
 __all__ = ["Estimator"]
 
-KINDS = ("nle", "npe", "nre")
+KINDS = ("nle", "npe", "nre", "mnle")
+LIKELIHOOD_KINDS = ("nle", "mnle")
 
 # Network conventions per kind (z_* are z-scored inputs):
 #   nle: apply(params, z_x, z_theta) -> log q(z_x | z_theta); sample(rng, z_theta) -> z_x
+#   mnle: as nle, x = (continuous..., category) (see objectives/mnle.py)
+#   nle/mnle with covariates: z_theta is the z-scored context (theta, covariates)
 #   npe: apply(params, z_theta, z_x) -> log q(z_theta | z_x); sample(rng, z_x) -> z_theta
 #   nre: apply(params, z_theta, z_x) -> logit = log r(x, theta)
 
@@ -40,6 +45,8 @@ KINDS = ("nle", "npe", "nre")
 def _log_prob(kind, module, params, std: Standardization, x, theta):
     if kind == "nle":
         return nle_log_prob(module, params, std, x, theta)
+    if kind == "mnle":
+        return mnle_log_prob(module, params, std, x, theta)
     if kind == "npe":
         return module.apply(params, std.theta(theta), std.x(x)) + std.theta_log_det()
     return module.apply(params, std.theta(theta), std.x(x))  # nre: log-ratio
@@ -49,6 +56,8 @@ def _log_prob(kind, module, params, std: Standardization, x, theta):
 def _sample(kind, module, params, std: Standardization, rng_key, condition):
     if kind == "nle":
         return std.x_inverse(module.apply(params, rng_key, std.theta(condition), method="sample"))
+    if kind == "mnle":
+        return mnle_sample(module, params, std, rng_key, condition)
     return std.theta_inverse(module.apply(params, rng_key, std.x(condition), method="sample"))
 
 
@@ -76,6 +85,15 @@ class Estimator:
         Training history (losses per epoch, stopping reason, timings).
     config
         Training configuration.
+    data_range
+        Per-dimension min/max of the training context and data (``None`` for
+        estimators trained without it); see :mod:`pymc_sbi.range_check`.
+
+    Notes
+    -----
+    Likelihood estimators (``nle``, ``mnle``) trained on simulations with
+    per-trial covariates condition on :math:`(\theta, s)`; ``n_covariates``
+    says how many, and :meth:`log_prob`/:meth:`sample` then need ``covariates``.
     """
 
     kind: str
@@ -86,6 +104,7 @@ class Estimator:
     x_shape: tuple[int, ...]
     history: Mapping[str, Any] = field(default_factory=dict)
     config: Mapping[str, Any] = field(default_factory=dict)
+    data_range: DataRange | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -104,6 +123,7 @@ class Estimator:
             x_shape=tuple(x_shape),
             history=dict(history or {}),
             config=dict(config or {}),
+            data_range=getattr(state, "data_range", None),
         )
 
     # ------------------------------------------------------------ properties
@@ -116,6 +136,13 @@ class Estimator:
     def x_dim(self) -> int:
         """Number of elements of one observation."""
         return math.prod(self.x_shape)
+
+    @property
+    def n_covariates(self) -> int:
+        """Number of per-trial covariates the likelihood conditions on (0 for none)."""
+        if self.kind not in LIKELIHOOD_KINDS:
+            return 0
+        return int(self.standardization.theta_mean.shape[-1]) - self.spec.dim
 
     def astype(self, dtype) -> Estimator:
         """A copy that computes in ``dtype`` (e.g. ``jnp.float64`` for exact gradient checks)."""
@@ -144,20 +171,47 @@ class Estimator:
         return tuple(x.shape[: x.ndim - k])
 
     # -------------------------------------------------------------- methods
-    def _pairs(self, x, theta):
-        """Validate, broadcast and cast ``x`` and ``theta`` to flat network inputs."""
+    def _covariates(self, covariates) -> jax.Array | None:
+        c = self.n_covariates
+        if covariates is None:
+            if c:
+                raise ValueError(
+                    f"This estimator was trained with {c} per-trial covariate(s); pass "
+                    f"covariates of shape (..., {c})."
+                )
+            return None
+        if not c:
+            raise ValueError("This estimator was trained without covariates; pass covariates=None.")
+        covariates = jnp.asarray(covariates)
+        if covariates.ndim < 1 or covariates.shape[-1] != c:
+            raise ValueError(
+                f"covariates have shape {tuple(covariates.shape)}; expected (..., {c})."
+            )
+        return covariates
+
+    def _context(self, theta, covariates, batch) -> jax.Array:
+        """``theta`` (and covariates) broadcast to ``(*batch, d [+ c])``, in the network dtype."""
+        tf = jnp.broadcast_to(theta, (*batch, self.spec.dim)).astype(self.dtype)
+        if covariates is None:
+            return tf
+        cf = jnp.broadcast_to(covariates, (*batch, covariates.shape[-1])).astype(self.dtype)
+        return jnp.concatenate([tf, cf], axis=-1)
+
+    def _pairs(self, x, theta, covariates=None):
+        """Validate, broadcast and cast ``x``, ``theta`` (+ covariates) to flat network inputs."""
         x = jnp.asarray(x)
         theta = jnp.asarray(theta)
         self._check_theta(theta)
         xb = self._check_x(x)
+        cov = self._covariates(covariates)
         out_dtype = jnp.result_type(x.dtype, theta.dtype, jnp.float32)
-        batch = jnp.broadcast_shapes(xb, theta.shape[:-1])
+        shapes = [xb, theta.shape[:-1]] + ([] if cov is None else [cov.shape[:-1]])
+        batch = jnp.broadcast_shapes(*shapes)
         dt = self.dtype
         xf = jnp.broadcast_to(flatten_x(x, len(self.x_shape)), (*batch, self.x_dim)).astype(dt)
-        tf = jnp.broadcast_to(theta, (*batch, self.spec.dim)).astype(dt)
-        return xf, tf, out_dtype
+        return xf, self._context(theta, cov, batch), out_dtype
 
-    def log_prob(self, x, theta) -> jax.Array:
+    def log_prob(self, x, theta, covariates=None) -> jax.Array:
         r"""Log density of the surrogate: :math:`\log q(x \mid \theta)` (NLE) or
         :math:`\log q(\theta \mid x)` (NPE, without leakage correction).
 
@@ -167,6 +221,9 @@ class Estimator:
             ``(..., *x_shape)`` observations.
         theta
             ``(..., d)`` parameters; leading shapes broadcast against ``x``'s.
+        covariates
+            ``(..., c)`` per-trial covariates, for estimators trained with them
+            (``n_covariates > 0``); leading shapes broadcast too.
 
         Returns
         -------
@@ -176,7 +233,7 @@ class Estimator:
         """
         if self.kind == "nre":
             raise TypeError("A ratio estimator has no density; use log_ratio(x, theta).")
-        xf, tf, out_dtype = self._pairs(x, theta)
+        xf, tf, out_dtype = self._pairs(x, theta, covariates)
         lp = _log_prob(self.kind, self.module, self.params, self.standardization, xf, tf)
         return lp.astype(out_dtype)
 
@@ -189,7 +246,7 @@ class Estimator:
         lr = _log_prob(self.kind, self.module, self.params, self.standardization, xf, tf)
         return lr.astype(out_dtype)
 
-    def sample(self, rng_key, condition, n: int | None = None) -> jax.Array:
+    def sample(self, rng_key, condition, n: int | None = None, covariates=None) -> jax.Array:
         """Draw from the surrogate: ``x ~ q(x | theta)`` (NLE) or ``theta ~ q(theta | x)`` (NPE).
 
         Parameters
@@ -201,6 +258,9 @@ class Estimator:
         n
             Number of draws per condition; ``None`` for one draw without the
             leading axis.
+        covariates
+            Likelihood estimators with covariates: ``(..., c)``, broadcast
+            against ``theta``'s leading shape.
 
         Returns
         -------
@@ -211,9 +271,13 @@ class Estimator:
         if self.kind == "nre":
             raise TypeError("A ratio estimator cannot be sampled directly; use an MCMC sampler.")
         c = jnp.asarray(condition)
-        if self.kind == "nle":
+        if self.kind in LIKELIHOOD_KINDS:
             self._check_theta(c)
-            lead, flat = c.shape[:-1], c
+            cov = self._covariates(covariates)
+            lead = (
+                c.shape[:-1] if cov is None else jnp.broadcast_shapes(c.shape[:-1], cov.shape[:-1])
+            )
+            flat = self._context(c, cov, lead)
             event = self.x_shape
         else:
             lead = self._check_x(c)

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from pymc_sbi.estimator import Estimator
+from pymc_sbi.objectives.covariates import DataRange
 from pymc_sbi.spec import ParamSpec
 from pymc_sbi.standardize import Standardization
 
@@ -63,6 +64,9 @@ def save(estimator: Estimator, path: str | os.PathLike) -> None:
     tensors = {f"params{_SEP}{k}": v for k, v in _flatten(estimator.params).items()}
     for field, value in estimator.standardization._asdict().items():
         tensors[f"standardization{_SEP}{field}"] = np.asarray(value)
+    if estimator.data_range is not None:  # training range, for out-of-range warnings
+        for field, value in estimator.data_range._asdict().items():
+            tensors[f"data_range{_SEP}{field}"] = np.asarray(value)
     metadata = {
         "format": FORMAT,
         "version": VERSION,
@@ -118,6 +122,11 @@ def load(path: str | os.PathLike) -> Estimator:
             *(jnp.asarray(tensors[f"standardization{_SEP}{f}"]) for f in Standardization._fields)
         )
         module = network_from_config(json.loads(metadata["network"]))
+        data_range = None
+        if f"data_range{_SEP}x_min" in tensors:
+            data_range = DataRange(
+                *(np.asarray(tensors[f"data_range{_SEP}{f}"]) for f in DataRange._fields)
+            )
         return Estimator(
             kind=metadata["kind"],
             module=module,
@@ -127,6 +136,7 @@ def load(path: str | os.PathLike) -> Estimator:
             x_shape=tuple(json.loads(metadata["x_shape"])),
             history=json.loads(metadata.get("history", "{}")),
             config=json.loads(metadata.get("config", "{}")),
+            data_range=data_range,
         )
     except (KeyError, TypeError, json.JSONDecodeError) as err:
         raise ValueError(f"{path} is a corrupt pymc_sbi estimator file: {err!r}") from err

@@ -3,16 +3,23 @@ r"""A trained neural likelihood as an observed term of a ``pm.Model``.
 ``NeuralLikelihood("x", estimator, params={"mu": mu, "sigma": sigma}, observed=x_obs)``
 adds the surrogate log-likelihood
 
-.. math:: \sum_{n} \log q(x_n \mid \theta), \qquad
-          \theta = \mathrm{concat}(\mathrm{ravel}(\mu), \mathrm{ravel}(\sigma), \dots)
+.. math:: \sum_{n} \log q(x_n \mid \theta_n, s_n), \qquad
+          \theta_n = \mathrm{concat}(\mathrm{ravel}(\mu_n), \mathrm{ravel}(\sigma_n), \dots)
 
-to the model, where ``x_obs`` has shape ``(..., *x_shape)`` -- any leading axes
-are i.i.d. trials, each contributing one term (so pointwise log-likelihoods
-for LOO/WAIC are per trial). It is a ``pm.CustomDist`` whose ``logp`` is a
-JAX Op (:mod:`pymc_sbi.ops`, differentiable, with JAX dispatch) and whose
+to the model, one term per trial ``n`` (so pointwise log-likelihoods for
+LOO/WAIC are per trial), with optional per-trial covariates :math:`s_n`.
+Observations are laid out the PyMC way (see :mod:`pymc_sbi.terms`):
+
+* ``(trials, *x_shape)`` with shared parameters, or with parameters indexed
+  per trial (``mu[subject_idx]``; ragged groups);
+* ``(groups, trials, *x_shape)`` with per-group parameters ``(groups,)``.
+
+It is a ``pm.CustomDist`` whose ``logp`` is one batched JAX Op over all
+trials (:mod:`pymc_sbi.ops`, differentiable, with JAX dispatch) and whose
 ``random`` draws from the surrogate, so ``pm.sample`` (pymc, nutpie, numpyro
 NUTS; Slice; SMC), ``pm.fit``, ``pm.sample_prior_predictive`` and
-``pm.sample_posterior_predictive`` all work on it.
+``pm.sample_posterior_predictive`` all work on it. Both NLE and MNLE
+(mixed discrete/continuous data) estimators are accepted.
 """
 
 from __future__ import annotations
@@ -24,10 +31,27 @@ import jax
 import numpy as np
 import pytensor.tensor as pt
 
-from pymc_sbi.estimator import Estimator
+from pymc_sbi.estimator import LIKELIHOOD_KINDS, Estimator
+from pymc_sbi.range_check import check_range, constant_value
 from pymc_sbi.terms import estimator_term, stack_params
 
 __all__ = ["NeuralLikelihood", "stack_params"]
+
+
+def _random_fn(estimator: Estimator):
+    sample = jax.jit(estimator.sample)
+
+    def random(theta, rng, size, covariates=None):
+        shapes = [theta.shape[:-1]] + ([] if covariates is None else [covariates.shape[:-1]])
+        batch = tuple(size) if size is not None else np.broadcast_shapes(*shapes)
+        theta = np.broadcast_to(theta, (*batch, theta.shape[-1]))
+        if covariates is not None:
+            covariates = np.broadcast_to(covariates, (*batch, covariates.shape[-1]))
+        seed = (rng if rng is not None else np.random.default_rng()).integers(2**31)
+        draws = sample(jax.random.key(int(seed)), theta, covariates=covariates)
+        return np.asarray(draws, dtype=np.float64)
+
+    return random
 
 
 def NeuralLikelihood(
@@ -36,7 +60,9 @@ def NeuralLikelihood(
     params: Mapping[str, Any],
     observed=None,
     *,
+    covariates=None,
     dims=None,
+    check_training_range: bool = True,
     **kwargs,
 ) -> pt.TensorVariable:
     r"""Add a neural likelihood term to the current ``pm.Model``.
@@ -46,17 +72,26 @@ def NeuralLikelihood(
     name
         Name of the observed variable.
     estimator
-        A trained NLE :class:`~pymc_sbi.Estimator` (``kind="nle"``).
+        A trained likelihood :class:`~pymc_sbi.Estimator` (``kind="nle"`` or ``"mnle"``).
     params
         ``{name: tensor}`` for every parameter the estimator was trained on
-        (``estimator.spec.names``), each of trailing shape ``spec`` shape;
-        typically the model's random variables, or expressions of them.
+        (``estimator.spec.names``), each of trailing shape the spec's shape,
+        with optional leading group/trial axes: shared ``()``, per trial
+        ``(n_trials,)`` (e.g. ``mu[subject_idx]``) or, for observations
+        ``(groups, trials, ...)``, per group ``(groups,)``.
     observed
-        Observations of shape ``(..., *estimator.x_shape)``; leading axes are
-        i.i.d. trials whose log-likelihoods are summed. ``None`` makes the term
-        a latent variable drawn from the surrogate.
+        Observations ``(..., *estimator.x_shape)``; leading axes are i.i.d.
+        trials (and groups) whose log-likelihoods are summed. ``None`` makes
+        the term a latent variable drawn from the surrogate.
+    covariates
+        Per-trial covariates ``(..., c)`` (``(...,)`` when ``c == 1``), for an
+        estimator trained on simulations with covariates; a NumPy array or a
+        ``pm.Data`` tensor. Its batch axes are laid out like the observations'.
     dims
         PyMC dims of the variable (trial axes first, then the data axes).
+    check_training_range
+        Warn (:class:`~pymc_sbi.range_check.OutOfRangeWarning`) when constant
+        observations or covariates lie outside the training range.
     **kwargs
         Passed to ``pm.CustomDist`` (e.g. ``shape``).
 
@@ -67,28 +102,32 @@ def NeuralLikelihood(
 
     Notes
     -----
-    The log-density is :math:`\sum_n \log q(x_n \mid \theta)`; gradients with
-    respect to every parameter come from JAX. Sampling with PyMC's own NUTS on
-    several cores needs ``mp_ctx="forkserver"`` (see :mod:`pymc_sbi.ops`).
+    The log-density is :math:`\sum_n \log q(x_n \mid \theta_n, s_n)`; gradients
+    with respect to every parameter come from JAX. Sampling with PyMC's own
+    NUTS on several cores needs ``mp_ctx="forkserver"`` (see :mod:`pymc_sbi.ops`).
+    Posterior draws can be checked against the training range with
+    :func:`pymc_sbi.check_posterior_range`, and against the real simulator with
+    :func:`pymc_sbi.predictive_check`.
     """
-    if estimator.kind != "nle":
-        raise ValueError(f"NeuralLikelihood needs an NLE estimator, got kind={estimator.kind!r}.")
-    sample = jax.jit(estimator.sample)
-
-    def random(theta, rng, size):
-        batch = tuple(size) if size is not None else theta.shape[:-1]
-        theta = np.broadcast_to(theta, (*batch, theta.shape[-1]))
-        seed = (rng if rng is not None else np.random.default_rng()).integers(2**31)
-        return np.asarray(sample(jax.random.key(int(seed)), theta), dtype=np.float64)
-
+    if estimator.kind not in LIKELIHOOD_KINDS:
+        raise ValueError(
+            f"NeuralLikelihood needs a likelihood estimator (kind 'nle' or 'mnle'), got "
+            f"kind={estimator.kind!r}."
+        )
+    if check_training_range:
+        x_val, cov_val = constant_value(observed), constant_value(covariates)
+        if x_val is not None or cov_val is not None:
+            cov_val = None if cov_val is None else np.reshape(cov_val, (-1, estimator.n_covariates))
+            check_range(estimator, x=x_val, covariates=cov_val, where=f"term {name!r}")
     return estimator_term(
         name,
         estimator,
         params,
         observed,
         log_density=estimator.log_prob,
-        random=random,
-        label="nle_logp",
+        random=_random_fn(estimator),
+        label=f"{estimator.kind}_logp",
+        covariates=covariates,
         dims=dims,
         **kwargs,
     )

@@ -90,12 +90,18 @@ class ForkSafeJAXOp(JAXOp):
                 g.astype(self.input_types[i].dtype) for i, g in zip(wrt, grads, strict=True)
             )
 
-        vjp_op = ForkSafeJAXOp(
-            [*self.input_types, *(self.output_types[i] for i in connected)],
-            [self.input_types[i] for i in wrt],
-            vjp,
-            name=f"vjp_{self.name}",
-        )
+        # One VJP Op per (forward Op, connected outputs): PyMC differentiates once per
+        # value variable, and equal Op instances on equal inputs merge into one call.
+        cache = self.__dict__.setdefault("_vjp_ops", {})
+        key = tuple(connected)
+        if key not in cache:
+            cache[key] = ForkSafeJAXOp(
+                [*self.input_types, *(self.output_types[i] for i in connected)],
+                [self.input_types[i] for i in wrt],
+                vjp,
+                name=f"vjp_{self.name}",
+            )
+        vjp_op = cache[key]
         grads = vjp_op(*inputs, *(output_gradients[i] for i in connected), return_list=True)
         result = [DisconnectedType()() for _ in inputs]
         for i, g in zip(wrt, grads, strict=True):

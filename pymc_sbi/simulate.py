@@ -1,4 +1,4 @@
-"""Simulate from a PyMC prior: the training data of every neural estimator.
+r"""Simulate from a PyMC prior: the training data of every neural estimator.
 
 ``simulate(model, simulator, n, seed)`` draws ``theta ~ p(theta)`` from the
 model's prior (:mod:`pymc_sbi.prior`), runs the simulator on every draw and
@@ -19,6 +19,15 @@ Two kinds of simulator are accepted:
 
 Simulations with any non-finite output are dropped and counted (a warning
 says how many); if every simulation is invalid a ``ValueError`` is raised.
+
+**Per-trial covariates.** A likelihood of single trials often depends on
+known experimental conditions :math:`s` (stimulus strength, ...). Pass a
+*design* ``covariates=`` (an array of rows to resample, or a function
+``(rng, n) -> (n, c)``); each simulation then gets its own row ``s_i``, the
+simulator takes it as a third argument (``simulator(rng_key, theta, s)`` in
+JAX, ``simulator(rng, theta, s)`` over a batch in NumPy) and the
+:class:`Simulations` keep it, so that a likelihood estimator trained on them
+models :math:`q(x \mid \theta, s)` (see :mod:`pymc_sbi.objectives.covariates`).
 """
 
 from __future__ import annotations
@@ -38,7 +47,7 @@ from tqdm.auto import tqdm
 from pymc_sbi.prior import draw_prior, param_spec
 from pymc_sbi.spec import ParamSpec
 
-__all__ = ["Simulations", "run_simulator", "simulate"]
+__all__ = ["Simulations", "draw_covariates", "run_simulator", "simulate"]
 
 
 @dataclass(frozen=True)
@@ -58,6 +67,8 @@ class Simulations:
         (0 = the prior; later rounds of sequential methods add 1, 2, ...).
     n_invalid
         How many simulations were dropped for non-finite output.
+    covariates
+        ``(n, c)`` per-simulation covariates (experimental conditions), or ``None``.
     """
 
     theta: np.ndarray
@@ -65,6 +76,7 @@ class Simulations:
     spec: ParamSpec
     proposal: np.ndarray = field(default=None)  # type: ignore[assignment]
     n_invalid: int = 0
+    covariates: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         theta = np.asarray(self.theta)
@@ -90,6 +102,15 @@ class Simulations:
         object.__setattr__(self, "theta", theta)
         object.__setattr__(self, "x", x)
         object.__setattr__(self, "proposal", proposal)
+        if self.covariates is not None:
+            cov = np.asarray(self.covariates, dtype=float)
+            cov = cov[:, None] if cov.ndim == 1 else cov
+            if cov.ndim != 2 or cov.shape[0] != theta.shape[0]:
+                raise ValueError(
+                    f"covariates have shape {np.shape(self.covariates)}; expected "
+                    f"({theta.shape[0]}, c) -- one row per simulation."
+                )
+            object.__setattr__(self, "covariates", cov)
 
     def __len__(self) -> int:
         return int(self.theta.shape[0])
@@ -99,9 +120,18 @@ class Simulations:
         """Shape of one simulated data set."""
         return tuple(self.x.shape[1:])
 
+    @property
+    def n_covariates(self) -> int:
+        """Number of per-simulation covariates (0 without)."""
+        return 0 if self.covariates is None else int(self.covariates.shape[1])
+
     def as_batch(self) -> dict[str, np.ndarray]:
-        """The ``{"theta": (n, d), "x": (n, ...)}`` dict that objectives train on."""
-        return {"theta": self.theta, "x": self.x}
+        """The ``{"theta": (n, d), "x": (n, ...)}`` dict that objectives train on,
+        plus ``"covariates": (n, c)`` when the simulations have them."""
+        batch = {"theta": self.theta, "x": self.x}
+        if self.covariates is not None:
+            batch["covariates"] = self.covariates
+        return batch
 
     def params(self) -> dict[str, np.ndarray]:
         """``theta`` split into named arrays of shape ``(n, *shape)``."""
@@ -113,12 +143,21 @@ class Simulations:
             raise ValueError("Cannot append simulations over different parameters.")
         if other.x_shape != self.x_shape:
             raise ValueError(f"x shapes differ: {self.x_shape} vs {other.x_shape}.")
+        if other.n_covariates != self.n_covariates:
+            raise ValueError(
+                f"Cannot append simulations with {other.n_covariates} covariates to ones with "
+                f"{self.n_covariates}."
+            )
+        cov = None
+        if self.covariates is not None:
+            cov = np.concatenate([self.covariates, other.covariates])
         return replace(
             self,
             theta=np.concatenate([self.theta, other.theta]),
             x=np.concatenate([self.x, other.x]),
             proposal=np.concatenate([self.proposal, other.proposal]),
             n_invalid=self.n_invalid + other.n_invalid,
+            covariates=cov,
         )
 
 
@@ -128,7 +167,7 @@ def _batched(simulator):
     return jax.jit(jax.vmap(simulator))
 
 
-def _run_jax(simulator, theta: np.ndarray, seed_key, batch_size: int, progress: bool):
+def _run_jax(simulator, theta: np.ndarray, seed_key, batch_size: int, progress: bool, cov=None):
     n = theta.shape[0]
     keys = jax.random.split(seed_key, n)
     batched = _batched(simulator)
@@ -136,25 +175,29 @@ def _run_jax(simulator, theta: np.ndarray, seed_key, batch_size: int, progress: 
     bar = tqdm(total=n, desc="simulate", disable=not progress, leave=False)
     for start in range(0, n, batch_size):
         stop = min(start + batch_size, n)
-        k, t = keys[start:stop], jnp.asarray(theta[start:stop])
+        args = [keys[start:stop], jnp.asarray(theta[start:stop])]
+        if cov is not None:
+            args.append(jnp.asarray(cov[start:stop]))
         pad = batch_size - (stop - start) if n > batch_size else 0
         if pad:  # pad to one static shape: one compilation
-            k = jnp.concatenate([k, jnp.repeat(k[-1:], pad, 0)])
-            t = jnp.concatenate([t, jnp.repeat(t[-1:], pad, 0)])
-        x = np.asarray(batched(k, t))
+            args = [jnp.concatenate([a, jnp.repeat(a[-1:], pad, 0)]) for a in args]
+        x = np.asarray(batched(*args))
         out.append(x[: stop - start])
         bar.update(stop - start)
     bar.close()
     return np.concatenate(out)
 
 
-def _run_numpy(simulator, theta: np.ndarray, rng, batch_size: int, progress: bool):
+def _run_numpy(simulator, theta: np.ndarray, rng, batch_size: int, progress: bool, cov=None):
     out = []
     n = theta.shape[0]
     bar = tqdm(total=n, desc="simulate", disable=not progress, leave=False)
     for start in range(0, n, batch_size):
         chunk = theta[start : start + batch_size]
-        x = np.asarray(simulator(rng, chunk))
+        if cov is None:
+            x = np.asarray(simulator(rng, chunk))
+        else:
+            x = np.asarray(simulator(rng, chunk, cov[start : start + batch_size]))
         if x.shape[0] != chunk.shape[0]:
             raise ValueError(
                 f"The numpy simulator returned {x.shape[0]} rows for {chunk.shape[0]} "
@@ -174,25 +217,69 @@ def run_simulator(
     backend: Literal["jax", "numpy"] = "jax",
     batch_size: int = 10_000,
     progress: bool = False,
+    covariates: np.ndarray | None = None,
 ) -> np.ndarray:
     """Run a simulator on every row of ``theta`` (``(n, d)``) and return ``x``.
 
-    No filtering happens here; see :func:`simulate`.
+    With ``covariates`` ``(n, c)`` the simulator takes row ``i`` of them as its
+    third argument. No filtering happens here; see :func:`simulate`.
     """
     theta = np.asarray(theta, dtype=float)
     if theta.ndim != 2:
         raise ValueError(f"theta has shape {theta.shape}; expected (n, d).")
+    cov = None
+    if covariates is not None:
+        cov = np.asarray(covariates, dtype=float)
+        cov = cov[:, None] if cov.ndim == 1 else cov
+        if cov.ndim != 2 or cov.shape[0] != theta.shape[0]:
+            raise ValueError(
+                f"covariates have shape {np.shape(covariates)}; expected ({theta.shape[0]}, c)."
+            )
     batch_size = max(1, min(int(batch_size), theta.shape[0]))
     seeds = np.random.SeedSequence(seed)
     if backend == "jax":
         key = jax.random.key(int(seeds.generate_state(1)[0]))
-        return _run_jax(simulator, theta, key, batch_size, progress)
+        return _run_jax(simulator, theta, key, batch_size, progress, cov)
     if backend == "numpy":
-        return _run_numpy(simulator, theta, np.random.default_rng(seeds), batch_size, progress)
+        rng = np.random.default_rng(seeds)
+        return _run_numpy(simulator, theta, rng, batch_size, progress, cov)
     raise ValueError(f"backend must be 'jax' or 'numpy', got {backend!r}.")
 
 
-def _drop_invalid(theta: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+def draw_covariates(covariates, n: int, seed: int | None = None) -> np.ndarray:
+    """``(n, c)`` covariates from a design: rows resampled uniformly, or ``covariates(rng, n)``.
+
+    Parameters
+    ----------
+    covariates
+        An array ``(m, c)`` (or ``(m,)`` for one covariate) of design rows, each
+        drawn with probability ``1/m``; or a function ``(rng, n) -> (n, c)``
+        with ``rng`` a ``numpy.random.Generator``.
+    n
+        Number of rows to draw.
+    seed
+        Seed of the draw.
+    """
+    rng = np.random.default_rng(seed)
+    if callable(covariates):
+        out = np.asarray(covariates(rng, n), dtype=float)
+        out = out[:, None] if out.ndim == 1 else out
+        if out.ndim != 2 or out.shape[0] != n:
+            raise ValueError(
+                f"The covariate function returned shape {out.shape}; expected ({n}, c)."
+            )
+        return out
+    design = np.asarray(covariates, dtype=float)
+    design = design[:, None] if design.ndim == 1 else design
+    if design.ndim != 2 or design.shape[0] < 1:
+        raise ValueError(
+            f"covariates design has shape {np.shape(covariates)}; expected (m, c) rows "
+            "(or (m,) for one covariate), or a function (rng, n) -> (n, c)."
+        )
+    return design[rng.integers(0, design.shape[0], n)]
+
+
+def _finite_rows(x: np.ndarray) -> tuple[np.ndarray, int]:
     finite = np.all(np.isfinite(x.reshape(x.shape[0], -1)), axis=1)
     n_invalid = int((~finite).sum())
     if n_invalid == x.shape[0]:
@@ -207,7 +294,7 @@ def _drop_invalid(theta: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndar
             UserWarning,
             stacklevel=3,
         )
-    return theta[finite], x[finite], n_invalid
+    return finite, n_invalid
 
 
 def simulate(
@@ -220,6 +307,7 @@ def simulate(
     backend: Literal["jax", "numpy"] = "jax",
     batch_size: int = 10_000,
     progress: bool = True,
+    covariates=None,
 ) -> Simulations:
     """Draw ``n`` parameters from a PyMC prior and simulate data for each.
 
@@ -242,6 +330,10 @@ def simulate(
         Simulations per compiled call (JAX) or per call (NumPy).
     progress
         Show a progress bar.
+    covariates
+        A design of per-trial covariates (see :func:`draw_covariates`): every
+        simulation gets one row ``s_i`` and the simulator is called as
+        ``simulator(rng_key, theta, s)`` (NumPy: ``simulator(rng, theta, s)``).
 
     Returns
     -------
@@ -258,8 +350,11 @@ def simulate(
     if int(n) < 1:
         raise ValueError(f"n must be a positive integer, got {n}.")
     spec = param_spec(model, names)
-    seeds = np.random.SeedSequence(seed).spawn(2)
+    seeds = np.random.SeedSequence(seed).spawn(3)
     theta = draw_prior(model, int(n), seed=int(seeds[0].generate_state(1)[0]), names=names)
+    cov = None
+    if covariates is not None:
+        cov = draw_covariates(covariates, int(n), seed=int(seeds[2].generate_state(1)[0]))
     x = run_simulator(
         simulator,
         theta,
@@ -267,6 +362,9 @@ def simulate(
         backend=backend,
         batch_size=batch_size,
         progress=progress,
+        covariates=cov,
     )
-    theta, x, n_invalid = _drop_invalid(theta, x)
-    return Simulations(theta=theta, x=x, spec=spec, n_invalid=n_invalid)
+    keep, n_invalid = _finite_rows(x)
+    if cov is not None:
+        cov = cov[keep]
+    return Simulations(theta=theta[keep], x=x[keep], spec=spec, n_invalid=n_invalid, covariates=cov)

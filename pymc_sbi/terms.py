@@ -5,13 +5,28 @@ A term is a ``pm.CustomDist`` over the observations whose ``logp`` is a JAX Op
 named model tensors by :func:`stack_params` -- and the observed value. The
 event shape reaches PyMC through the signature ``"(d),(e...)->(e...)"`` with a
 dummy ``(e...)`` parameter (PyMC cannot otherwise infer the support shape).
+
+**Layouts.** Observations are ``(*batch, *x_shape)``; ``theta`` is
+``(*theta_batch, d)``. Batch axes broadcast like NumPy, with one addition for
+the grouped layout: when ``theta`` has *fewer* batch axes than the data (but
+at least one), its axes are the *leading* ones -- ``x`` ``(groups, trials, e)``
+with per-group parameters ``(groups,)`` means ``theta[:, None]``. The flat
+(ragged) layout is ``x`` ``(n_trials, e)`` with parameters indexed per trial
+(``mu[subject_idx]``). Either way the log density is one batched JAX call
+over all trials (the network's leading axes), and so is its gradient.
+
+**Covariates.** For likelihood estimators trained with per-trial covariates
+(``estimator.n_covariates = c > 0``) the term takes a third input ``(*batch, c)``
+(or ``(*batch,)`` when ``c == 1``), and the signature becomes
+``"(d),(c),(e...)->(e...)"``.
 """
 
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pymc as pm
@@ -22,7 +37,45 @@ from pytensor.tensor.type import TensorType
 from pymc_sbi.estimator import Estimator
 from pymc_sbi.ops import enable_x64_for_pytensor, jax_op
 
-__all__ = ["estimator_term", "stack_params"]
+__all__ = ["TermInfo", "align_batch", "estimator_term", "stack_params", "term_info"]
+
+
+class TermInfo(NamedTuple):
+    """What a neural term was built from (for predictive checks and range warnings).
+
+    ``theta`` and ``covariates`` are the PyTensor graphs (in terms of the
+    model's random variables / data) that the term's log density receives.
+    """
+
+    estimator: Estimator
+    theta: pt.TensorVariable
+    covariates: pt.TensorVariable | None
+    observed: Any
+
+
+_TERMS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> {name: TermInfo}
+
+
+def term_info(model: pm.Model, name: str) -> TermInfo:
+    """The :class:`TermInfo` of the neural term ``name`` of ``model``."""
+    terms = _TERMS.get(model, {})
+    if name not in terms:
+        raise KeyError(
+            f"{name!r} is not a pymc_sbi neural term of this model; terms: {sorted(terms)}."
+        )
+    return terms[name]
+
+
+def align_batch(v: pt.TensorVariable, batch_ndim: int, core_ndim: int = 1) -> pt.TensorVariable:
+    """Insert axes after the batch axes of ``v`` so that they lead ``batch_ndim`` axes.
+
+    ``v`` ``(*b, *core)`` with ``0 < len(b) < batch_ndim`` becomes
+    ``(*b, 1, ..., 1, *core)``; otherwise it is returned unchanged.
+    """
+    nb = v.ndim - core_ndim
+    if nb <= 0 or nb >= batch_ndim:
+        return v
+    return pt.expand_dims(v, axis=tuple(range(nb, batch_ndim)))
 
 
 def stack_params(estimator: Estimator, params: Mapping[str, Any]) -> pt.TensorVariable:
@@ -54,39 +107,76 @@ def stack_params(estimator: Estimator, params: Mapping[str, Any]) -> pt.TensorVa
         parts.append(v.reshape((*v.shape[: v.ndim - k], math.prod(shape)), ndim=v.ndim - k + 1))
     if all(p.ndim == 1 for p in parts):
         return pt.specify_shape(pt.concatenate(parts, axis=-1), (spec.dim,))
-    batch = pt.broadcast_shape(*(p.shape[:-1] for p in parts), arrays_are_shapes=True)
+    batch = pt.broadcast_shape(
+        *(tuple(p.shape[i] for i in range(p.ndim - 1)) for p in parts), arrays_are_shapes=True
+    )
     parts = [pt.broadcast_to(p, (*batch, s)) for p, s in zip(parts, spec.sizes, strict=True)]
     return pt.concatenate(parts, axis=-1)
 
 
-def _static_batch(theta, x, x_ndim: int) -> tuple[int | None, ...]:
-    tb, xb = theta.type.shape[:-1], x.type.shape[: x.ndim - x_ndim]
-    n = max(len(tb), len(xb))
-    tb = (1,) * (n - len(tb)) + tuple(tb)
-    xb = (1,) * (n - len(xb)) + tuple(xb)
+def _static_batch(*batches: tuple[int | None, ...]) -> tuple[int | None, ...]:
+    """NumPy broadcasting of static batch shapes (``None`` = unknown)."""
+    n = max(len(b) for b in batches)
+    padded = [(1,) * (n - len(b)) + tuple(b) for b in batches]
     out = []
-    for a, b in zip(tb, xb, strict=True):
-        if a is None or b is None:
-            out.append(None if (a != 1 and b != 1) else (b if a == 1 else a))
+    for sizes in zip(*padded, strict=True):
+        known = {s for s in sizes if s is not None and s != 1}
+        if len(known) == 1:
+            out.append(known.pop())
+        elif any(s is None for s in sizes):
+            out.append(None)
         else:
-            out.append(max(a, b))
+            out.append(1)
     return tuple(out)
 
 
-def _logp_graph(estimator: Estimator, value, theta, fn, label: str):
-    """Per-observation ``fn(x, theta)`` (a JAX function) as a PyTensor graph."""
+def _logp_graph(estimator: Estimator, value, theta, fn, label: str, covariates=None):
+    """Per-observation ``fn(x, theta[, covariates])`` (a JAX function) as a PyTensor graph."""
     enable_x64_for_pytensor()
     floatx = pytensor.config.floatX
     value = pt.as_tensor_variable(value).astype(floatx)
     k = len(estimator.x_shape)
-    out_type = TensorType(floatx, shape=_static_batch(theta, value, k))
-    op = jax_op(
-        lambda th, x: fn(x, th),
-        [theta.type, value.type],
-        out_type,
-        name=f"{label}_{type(estimator.module).__name__.lower()}",
-    )
-    return op(theta, value)
+    batches = [theta.type.shape[:-1], value.type.shape[: value.ndim - k]]
+    inputs = [theta, value]
+    if covariates is not None:
+        batches.append(covariates.type.shape[:-1])
+        inputs.append(covariates)
+    out_type = TensorType(floatx, shape=_static_batch(*batches))
+    name = f"{label}_{type(estimator.module).__name__.lower()}"
+    if covariates is None:
+        op = jax_op(lambda th, x: fn(x, th), [theta.type, value.type], out_type, name=name)
+    else:
+        op = jax_op(lambda th, x, s: fn(x, th, s), [i.type for i in inputs], out_type, name=name)
+    return op(*inputs)
+
+
+def prepare_covariates(estimator: Estimator, covariates, batch_ndim: int | None):
+    """``covariates`` as a floatX tensor ``(*batch, c)``, or ``None``; clear errors otherwise."""
+    c = estimator.n_covariates
+    if covariates is None:
+        if c:
+            raise ValueError(
+                f"The estimator was trained with {c} per-trial covariate(s); pass "
+                f"covariates=<array of shape (n_trials, {c})"
+                + (" or (n_trials,)" if c == 1 else "")
+                + ">."
+            )
+        return None
+    if not c:
+        raise ValueError(
+            "covariates were given but the estimator was trained without covariates "
+            "(simulate(..., covariates=design) trains one with them)."
+        )
+    cov = pt.as_tensor_variable(covariates).astype(pytensor.config.floatX)
+    if c == 1 and (cov.ndim == 0 or (batch_ndim is not None and cov.ndim == batch_ndim)):
+        cov = cov[..., None]
+    last = cov.type.shape[-1] if cov.ndim else None
+    if cov.ndim == 0 or (last is not None and last != c):
+        raise ValueError(
+            f"covariates have shape {cov.type.shape}; the estimator was trained with {c} "
+            f"covariate(s), so expected (..., {c})."
+        )
+    return pt.specify_shape(cov, (*([None] * (cov.ndim - 1)), c))
 
 
 def check_observed(estimator: Estimator, observed) -> None:
@@ -116,37 +206,65 @@ def estimator_term(
     random,
     label: str,
     correction=None,
+    covariates=None,
     dims=None,
     **kwargs,
 ) -> pt.TensorVariable:
     """Build the ``pm.CustomDist`` of a neural term.
 
-    ``log_density(x, theta)`` is a JAX function giving one value per observation;
-    ``random(theta, rng, size)`` draws observations with NumPy outputs;
-    ``correction(theta)``, if given, is a PyTensor graph added to every
-    observation's value (e.g. ``-log p_train(theta)`` for an NPE term).
+    ``log_density(x, theta)`` (or ``log_density(x, theta, covariates)`` when the
+    estimator has covariates) is a JAX function giving one value per observation;
+    ``random(theta, rng, size)`` (``random(theta, rng, size, covariates=...)``)
+    draws observations with NumPy outputs; ``correction(theta)``, if given, is a
+    PyTensor graph added to every observation's value (e.g. ``-log p_train(theta)``
+    for an NPE term). Layouts and covariates: see the module docstring.
     """
     theta = stack_params(estimator, params)
     check_observed(estimator, observed)
     k = len(estimator.x_shape)
+    batch_ndim = None
+    if observed is not None:
+        batch_ndim = (
+            len(np.shape(observed) if not hasattr(observed, "type") else observed.type.shape) - k
+        )
+        theta = align_batch(theta, batch_ndim)
+    cov = prepare_covariates(estimator, covariates, batch_ndim)
+    if cov is not None and batch_ndim is not None:
+        cov = align_batch(cov, batch_ndim)
     dummy = np.zeros(estimator.x_shape)  # carries the event shape for the signature
     core = ",".join(f"e{i}" for i in range(k))
 
-    def logp(value, theta, _dummy):
-        out = _logp_graph(estimator, value, theta, log_density, label)
-        return out if correction is None else out + correction(theta)
+    if cov is None:
 
-    def _random(theta, _dummy, rng=None, size=None):
-        return random(np.asarray(theta), rng, size)
+        def logp(value, theta, _dummy):
+            out = _logp_graph(estimator, value, theta, log_density, label)
+            return out if correction is None else out + correction(theta)
 
-    return pm.CustomDist(
+        def _random(theta, _dummy, rng=None, size=None):
+            return random(np.asarray(theta), rng, size)
+
+        dist_params, signature = (theta, dummy), f"(d),({core})->({core})"
+    else:
+
+        def logp(value, theta, cov, _dummy):
+            out = _logp_graph(estimator, value, theta, log_density, label, covariates=cov)
+            return out if correction is None else out + correction(theta)
+
+        def _random(theta, cov, _dummy, rng=None, size=None):
+            return random(np.asarray(theta), rng, size, covariates=np.asarray(cov))
+
+        dist_params, signature = (theta, cov, dummy), f"(d),(c),({core})->({core})"
+
+    rv = pm.CustomDist(
         name,
-        theta,
-        dummy,
+        *dist_params,
         logp=logp,
         random=_random,
-        signature=f"(d),({core})->({core})",
+        signature=signature,
         observed=observed,
         dims=dims,
         **kwargs,
     )
+    model = pm.modelcontext(None)
+    _TERMS.setdefault(model, {})[name] = TermInfo(estimator, theta, cov, observed)
+    return rv

@@ -131,7 +131,7 @@ def test_terms_reject_the_wrong_estimator_kind(lg_nle, lg_nre, lg_npe):
         t = pm.Normal("theta", shape=2)
         with pytest.raises(ValueError, match="needs an NRE estimator"):
             ps.NeuralRatio("a", lg_nle, params={"theta": t}, observed=X_OBS)
-        with pytest.raises(ValueError, match="needs an NLE estimator"):
+        with pytest.raises(ValueError, match="needs a likelihood estimator"):
             ps.NeuralLikelihood("b", lg_nre, params={"theta": t}, observed=X_OBS)
         with pytest.raises(ValueError, match="needs an NPE estimator"):
             ps.NeuralPosterior("c", lg_nle, params={"theta": t}, observed=X_OBS, prior=prior)

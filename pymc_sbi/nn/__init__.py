@@ -20,6 +20,7 @@ from .embedding import EmbeddedDensity, MLPEmbedding, mlp_embedding
 from .made import MADE, MaskedDense
 from .maf import MAF, AutoregressiveFlow, maf
 from .mdn import MDN, mdn
+from .mixed import MixedDensity, mixed_density
 from .nsf import NSF, nsf
 from .registry import NETWORKS, network_config, network_from_config, register_network
 from .splines import rational_quadratic_spline, rational_quadratic_spline_inverse
@@ -35,9 +36,11 @@ __all__ = [
     "MLPClassifier",
     "MLPEmbedding",
     "MaskedDense",
+    "MixedDensity",
     "ResidualClassifier",
     "maf",
     "mdn",
+    "mixed_density",
     "mlp_classifier",
     "mlp_embedding",
     "network_config",

@@ -24,6 +24,7 @@ from pymc_sbi.objectives.base import (
     Objective,
     maximum_likelihood,
 )
+from pymc_sbi.objectives.covariates import with_covariates
 from pymc_sbi.standardize import Standardization
 
 __all__ = ["nle", "nle_log_prob"]
@@ -72,4 +73,5 @@ def nle(network: nn.Module | None = None, *, dtype=jnp.float32) -> Objective:
     def log_prob(module, params, std, theta, x):
         return nle_log_prob(module, params, std, x, theta)
 
-    return maximum_likelihood("nle", network, dtype, bind=bind, log_prob=log_prob)
+    # per-trial covariates (batch["covariates"]) join theta as conditioning inputs
+    return with_covariates(maximum_likelihood("nle", network, dtype, bind=bind, log_prob=log_prob))
