@@ -162,6 +162,18 @@ def _blackjax(kernel):
     return run
 
 
+def _vi(family: str, divergence: str = "rkl"):
+    """``ps.fit_vi`` (defaults) then ``chains * draws`` i.i.d. draws; the time includes the fit."""
+
+    def run(model, chains, draws, seed, tune, progress):
+        from pymc_sbi.vi import fit_vi
+
+        post = fit_vi(model, family=family, divergence=divergence, seed=seed, progressbar=progress)
+        return post.sample(chains * draws, seed=seed + 1)
+
+    return run
+
+
 # name -> (run(model, chains, draws, seed, tune, progress) -> DataTree, default chains)
 SAMPLERS: dict[str, tuple] = {
     "numpyro": (lambda m, *a: _pymc_nuts(m, "numpyro", *a), 40),
@@ -173,6 +185,7 @@ SAMPLERS: dict[str, tuple] = {
     "rmh": (_blackjax("rmh"), 40),
     "slice": (_blackjax("slice"), 40),
     "imh": (_blackjax("imh"), 40),
+    "vi-maf": (_vi("maf"), 1),
 }
 
 
