@@ -77,9 +77,17 @@ def main(argv: list[str] | None = None) -> int:
     from pymc_sbi.benchmarks.sbc import add_sbc_parser, main_sbc
 
     add_sbc_parser(sub)
+    scaling = sub.add_parser("scaling", help="hierarchical MNLE: logp+grad cost vs trials/groups")
+    scaling.add_argument("--nuts", action="store_true", help="also time NUTS on 100 x 100")
+    scaling.add_argument("--repeats", type=int, default=50)
     args = parser.parse_args(argv)
     if args.command == "sbc":
         return main_sbc(args)
+    if args.command == "scaling":
+        from pymc_sbi.benchmarks.scaling import run_scaling
+
+        print(run_scaling(nuts=args.nuts, repeats=args.repeats))
+        return 0
 
     from pymc_sbi.benchmarks.runner import parse_sampler, run_benchmark
 
