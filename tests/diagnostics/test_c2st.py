@@ -141,3 +141,15 @@ def test_datatree_input_picks_variables_by_name():
         c2st(dt1, dt2, var_names=["mu"])
     with pytest.raises(ValueError, match="no group"):
         c2st(dt1, dt2, group="prior")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("shift", [0.0, 1.0])
+def test_matches_sbibm_algorithm_on_other_data(shift):
+    """Run the numpy transcription of sbibm's c2st beside ours on fresh data."""
+    from sbibm_c2st_reference import sbibm_c2st_numpy
+
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((800, 3)).astype(np.float32)
+    y = (rng.standard_normal((800, 3)) + np.array([shift, 0.0, 0.0])).astype(np.float32)
+    assert abs(c2st(x, y) - sbibm_c2st_numpy(x, y)) < 0.01

@@ -148,3 +148,12 @@ def test_run_sbc_bad_inputs(lg_npe_small):
     with pytest.raises(ValueError, match="num_datasets"):
         run_sbc(lg_npe_small, linear_gaussian.prior_model(), linear_gaussian.simulator,
                 num_datasets=1)  # fmt: skip
+
+
+@pytest.mark.slow
+def test_trained_nle_sbc_200_datasets_is_calibrated(lg_nle):
+    """The benchmark setting: 200 datasets, product-posterior NUTS on a trained NLE."""
+    res = run_sbc(lg_nle, linear_gaussian.prior_model(), linear_gaussian.simulator,
+                  num_datasets=200, num_posterior_samples=200, num_warmup=300, seed=3)  # fmt: skip
+    p = uniformity(res)
+    assert np.all(p["pot_c"] > 1e-3) and np.all(p["chi2"] > 1e-3), p
