@@ -64,6 +64,7 @@ def test_max_samples_subsamples_deterministically():
         (np.full((50, 2), np.nan), np.zeros((50, 2)), "non-finite"),
     ],
 )
+@pytest.mark.filterwarnings("ignore:c2st got sets")
 def test_bad_inputs_raise(p, q, match):
     with pytest.raises(ValueError, match=match):
         c2st(p, q)
