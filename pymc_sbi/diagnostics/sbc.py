@@ -164,8 +164,18 @@ def sbc_from_samples(
     spec=None,
     info: dict[str, Any] | None = None,
     x=None,
+    obs_dim: str = "observation",
 ) -> SBCResult:
-    """An :class:`SBCResult` from posterior draws obtained any way (``(N, L, d)``)."""
+    """An :class:`SBCResult` from posterior draws obtained any way.
+
+    ``posterior_samples`` is an ``(N, L, d)`` array, or an ArviZ ``DataTree``
+    (``posterior`` group) / ``Dataset`` whose variables have dims
+    ``(chain, draw, obs_dim, ...)`` -- what :func:`pymc_sbi.posterior_samples`
+    returns for a batch of ``N`` observations. Variables are read in
+    ``spec.names`` order (all variables if ``spec`` is None) and ``chain`` and
+    ``draw`` are stacked into the ``L`` draws.
+    """
+    posterior_samples = _batched_samples(posterior_samples, spec, obs_dim)
     ranks = sbc_ranks(theta_true, posterior_samples)
     samples = np.asarray(posterior_samples, np.float64)
     d = ranks.shape[1]
@@ -185,6 +195,29 @@ def sbc_from_samples(
         ranks, samples.shape[1], np.asarray(theta_true, np.float64), samples, lt, ls, labels,
         spec, dict(info or {}), None if x is None else np.asarray(x),
     )  # fmt: skip
+
+
+def _batched_samples(samples, spec, obs_dim: str):
+    """``(N, L, d)`` draws from an array or a DataTree/Dataset with an ``obs_dim`` dim."""
+    import xarray as xr
+
+    if isinstance(samples, xr.DataTree):
+        samples = samples["posterior"].to_dataset()
+    if not isinstance(samples, xr.Dataset):
+        return samples
+    names = list(spec.names) if spec is not None else list(samples.data_vars)
+    cols = []
+    for name in names:
+        da = samples[name]
+        if obs_dim not in da.dims:
+            raise ValueError(
+                f"Variable {name!r} has dims {da.dims}; expected an {obs_dim!r} dim indexing "
+                "the datasets (dims (chain, draw, observation, ...))."
+            )
+        da = da.transpose(obs_dim, "chain", "draw", ...)
+        values = np.asarray(da.values, np.float64)
+        cols.append(values.reshape(values.shape[0], values.shape[1] * values.shape[2], -1))
+    return np.concatenate(cols, axis=-1)
 
 
 def sbc_to_datatree(result: SBCResult):
