@@ -30,10 +30,12 @@ from pymc_sbi.diagnostics.sbc import (
     sbc_to_datatree,
     uniformity,
 )
+from pymc_sbi.predictive import PredictiveCheck, predictive_check
 
 __all__ = [
     "CoverageCurve",
     "DiagnosticReport",
+    "PredictiveCheck",
     "SBCResult",
     "c2st",
     "coverage_curve",
@@ -44,6 +46,7 @@ __all__ = [
     "plot_coverage",
     "plot_sbc_ecdf",
     "posterior_draws",
+    "predictive_check",
     "run_sbc",
     "samples_matrix",
     "save_figure",
@@ -53,18 +56,3 @@ __all__ = [
     "tarp",
     "uniformity",
 ]
-
-_PREDICTIVE = ("PredictiveCheck", "predictive_check")
-
-
-def __getattr__(name: str):
-    """Surrogate-vs-simulator predictive checks live in :mod:`pymc_sbi.predictive`.
-
-    They are re-exported here lazily (``ps.diagnostics.predictive_check``), so this
-    package imports whether or not that module is present.
-    """
-    if name in _PREDICTIVE:
-        from pymc_sbi import predictive
-
-        return getattr(predictive, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
