@@ -65,9 +65,7 @@ def test_imh_with_exact_proposal_accepts_always(x64):
 
 def test_init_positions_are_the_starting_points(x64):
     far = np.full((4, 2), 40.0)  # deep in the tail: one random-walk step (sd 1.7) stays near
-    res = run_chains(
-        jax.random.key(0), logdensity, far, kernel="rmh", num_warmup=0, num_samples=1
-    )
+    res = run_chains(jax.random.key(0), logdensity, far, kernel="rmh", num_warmup=0, num_samples=1)
     assert np.all(np.linalg.norm(np.asarray(res.positions[:, 0]) - far, axis=1) < 10.0)
 
 
