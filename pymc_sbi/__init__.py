@@ -13,14 +13,16 @@ use it as a term of an ordinary ``pm.Model``::
         idata = pm.sample(nuts_sampler="numpyro")
 """
 
-from pymc_sbi import diagnostics, nn, samplers
+from pymc_sbi import diagnostics, nn, samplers, vi
 from pymc_sbi.estimator import Estimator
 from pymc_sbi.io import load, save
 from pymc_sbi.likelihood import NeuralLikelihood
 from pymc_sbi.objectives import (
+    DataRange,
     Objective,
     TrainState,
     bnre,
+    mnle,
     nle,
     npe,
     nre_a,
@@ -28,6 +30,7 @@ from pymc_sbi.objectives import (
     nre_c,
     snpe_b,
     snpe_c,
+    with_covariates,
 )
 from pymc_sbi.posterior import (
     PosteriorDraws,
@@ -39,7 +42,9 @@ from pymc_sbi.posterior import (
     to_datatree,
 )
 from pymc_sbi.posterior_term import NeuralPosterior
+from pymc_sbi.predictive import PredictiveCheck, predictive_check
 from pymc_sbi.prior import draw_prior, param_spec, prior_initvals
+from pymc_sbi.range_check import OutOfRangeWarning, check_posterior_range, check_range
 from pymc_sbi.ratio import NeuralRatio
 from pymc_sbi.samplers import sample
 from pymc_sbi.sequential import (
@@ -49,7 +54,7 @@ from pymc_sbi.sequential import (
     run_snpe,
     train_round,
 )
-from pymc_sbi.simulate import Simulations, run_simulator, simulate
+from pymc_sbi.simulate import Simulations, draw_covariates, run_simulator, simulate
 from pymc_sbi.spec import ParamSpec
 from pymc_sbi.training import (
     epoch_batches,
@@ -59,31 +64,42 @@ from pymc_sbi.training import (
     take,
     train_validation_split,
 )
+from pymc_sbi.vi import AmortizedVIPosterior, VIPosterior, fit_vi, train_amortized
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AmortizedVIPosterior",
+    "DataRange",
     "Estimator",
     "NeuralLikelihood",
     "NeuralPosterior",
     "NeuralRatio",
     "Objective",
+    "OutOfRangeWarning",
     "ParamSpec",
     "PosteriorDraws",
+    "PredictiveCheck",
     "SNPEResult",
     "SequentialData",
     "Simulations",
     "TrainState",
+    "VIPosterior",
     "append_simulations",
     "bnre",
+    "check_posterior_range",
+    "check_range",
     "diagnostics",
+    "draw_covariates",
     "draw_prior",
     "epoch_batches",
     "fit",
+    "fit_vi",
     "load",
     "log_prob_corrected",
     "make_optimizer",
     "map_estimate",
+    "mnle",
     "nle",
     "nn",
     "npe",
@@ -92,6 +108,7 @@ __all__ = [
     "nre_c",
     "param_spec",
     "posterior_samples",
+    "predictive_check",
     "prior_initvals",
     "run_epoch",
     "run_simulator",
@@ -106,34 +123,9 @@ __all__ = [
     "support_mass",
     "take",
     "to_datatree",
+    "train_amortized",
     "train_round",
     "train_validation_split",
-]
-
-# hierarchical likelihoods: covariates, MNLE, range checks, surrogate-vs-simulator checks
-from pymc_sbi.objectives import DataRange, mnle, with_covariates  # noqa: E402
-from pymc_sbi.predictive import PredictiveCheck, predictive_check  # noqa: E402
-from pymc_sbi.range_check import (  # noqa: E402
-    OutOfRangeWarning,
-    check_posterior_range,
-    check_range,
-)
-from pymc_sbi.simulate import draw_covariates  # noqa: E402
-
-__all__ += [
-    "DataRange",
-    "OutOfRangeWarning",
-    "PredictiveCheck",
-    "check_posterior_range",
-    "check_range",
-    "draw_covariates",
-    "mnle",
-    "predictive_check",
+    "vi",
     "with_covariates",
 ]
-
-# variational inference on any pm.Model (flows, divergences, PSIS check, amortised VI)
-from pymc_sbi import vi
-from pymc_sbi.vi import AmortizedVIPosterior, VIPosterior, fit_vi, train_amortized
-
-__all__ += ["AmortizedVIPosterior", "VIPosterior", "fit_vi", "train_amortized", "vi"]

@@ -27,20 +27,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pymc as pm
-import pytensor
 from arviz_base import from_dict, make_attrs
 from pymc.backends.arviz import coords_and_dims_for_inferencedata, find_constants, find_observations
-from pymc.distributions.shape_utils import change_dist_size
-from pymc.pytensorf import compile as compile_pymc
 from pymc.sampling.jax import get_jaxified_graph
 from pymc.util import get_default_varnames
-from pytensor.compile.sharedvalue import SharedVariable
-from pytensor.graph.replace import graph_replace, vectorize_graph
-from pytensor.graph.traversal import ancestors
-from pytensor.tensor.random.type import RandomType
 from xarray import DataTree
 
 from pymc_sbi.ops import enable_x64_for_pytensor
+from pymc_sbi.prior import batched_prior_fn
 
 __all__ = ["JaxModel", "jax_model", "prior_positions", "to_datatree"]
 
@@ -162,21 +156,12 @@ def prior_positions(model: pm.Model, n: int, seed: int | None = None) -> np.ndar
     for rv in free:
         transform = model.rvs_to_transforms.get(rv)
         transformed.append(rv if transform is None else transform.forward(rv, *rv.owner.inputs))
-    free_set = set(free)
-    roots = [rv for rv in free if not (set(ancestors([rv])) - {rv}) & free_set]
-    replace = {rv: change_dist_size(rv, (n,), expand=True) for rv in roots}
-    batched = vectorize_graph(transformed, replace=replace)
-    rngs = [
-        v
-        for v in ancestors(batched)
-        if isinstance(v, SharedVariable) and isinstance(v.type, RandomType)
-    ]
-    batched = graph_replace(
-        batched, {r: pytensor.shared(np.random.default_rng()) for r in rngs}, strict=False
-    )
-    values = compile_pymc([], batched, random_seed=seed)()
+    values = batched_prior_fn(model, transformed, n, seed=seed)()
     return np.concatenate(
-        [np.broadcast_to(np.asarray(v, float), (n, *np.shape(v)[1:])).reshape(n, -1) for v in values],
+        [
+            np.broadcast_to(np.asarray(v, float), (n, *np.shape(v)[1:])).reshape(n, -1)
+            for v in values
+        ],
         axis=1,
     )
 

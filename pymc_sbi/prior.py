@@ -28,7 +28,7 @@ from pytensor.tensor.type import discrete_dtypes
 
 from pymc_sbi.spec import ParamSpec
 
-__all__ = ["draw_prior", "param_spec", "prior_draw_fn", "prior_initvals"]
+__all__ = ["batched_prior_fn", "draw_prior", "param_spec", "prior_draw_fn", "prior_initvals"]
 
 
 def _select_rvs(model: pm.Model, names: Sequence[str] | None) -> list:
@@ -128,20 +128,20 @@ def param_spec(model: pm.Model, names: Sequence[str] | None = None) -> ParamSpec
     )
 
 
-def prior_draw_fn(model: pm.Model, n: int, names: Sequence[str] | None = None, seed=None):
-    """Compile a function that returns ``n`` joint prior draws per call.
+def batched_prior_fn(model: pm.Model, outputs: Sequence, n: int, seed=None):
+    """Compile ``outputs`` (graphs of the model's free variables) over ``n`` joint prior draws.
 
-    Returns a callable ``() -> theta`` with ``theta`` of shape ``(n, d)`` in the
-    order of :func:`param_spec`. Successive calls give fresh draws; the stream
-    is fixed by ``seed``.
+    The roots of the prior graph are resized to a leading batch of ``n`` and
+    :func:`~pytensor.graph.replace.vectorize_graph` batches the rest (hierarchies
+    included), so one call gives ``n`` draws of every output. The function draws
+    from fresh generators: reseeding never touches the model's (or another draw
+    function's) RNGs.
     """
-    selected = _select_rvs(model, names)
     free = list(model.free_RVs)
     free_set = set(free)
     roots = [rv for rv in free if not (set(ancestors([rv])) - {rv}) & free_set]
     replace = {rv: change_dist_size(rv, (n,), expand=True) for rv in roots}
-    batched = vectorize_graph(selected, replace=replace)
-    # fresh generators: reseeding must not touch the model's (or another draw fn's) RNGs
+    batched = vectorize_graph(list(outputs), replace=replace)
     rngs = [
         v
         for v in ancestors(batched)
@@ -150,7 +150,18 @@ def prior_draw_fn(model: pm.Model, n: int, names: Sequence[str] | None = None, s
     batched = graph_replace(
         batched, {r: pytensor.shared(np.random.default_rng()) for r in rngs}, strict=False
     )
-    fn = compile_pymc([], batched, random_seed=seed)
+    return compile_pymc([], batched, random_seed=seed)
+
+
+def prior_draw_fn(model: pm.Model, n: int, names: Sequence[str] | None = None, seed=None):
+    """Compile a function that returns ``n`` joint prior draws per call.
+
+    Returns a callable ``() -> theta`` with ``theta`` of shape ``(n, d)`` in the
+    order of :func:`param_spec`. Successive calls give fresh draws; the stream
+    is fixed by ``seed``.
+    """
+    selected = _select_rvs(model, names)
+    fn = batched_prior_fn(model, selected, n, seed=seed)
 
     def draw() -> np.ndarray:
         values = fn()
