@@ -33,7 +33,7 @@ import pytensor.tensor as pt
 
 from pymc_sbi.estimator import LIKELIHOOD_KINDS, Estimator
 from pymc_sbi.range_check import check_range, constant_value
-from pymc_sbi.terms import estimator_term, stack_params
+from pymc_sbi.terms import check_observed, estimator_term, stack_params
 
 __all__ = ["NeuralLikelihood", "stack_params"]
 
@@ -114,6 +114,7 @@ def NeuralLikelihood(
             f"NeuralLikelihood needs a likelihood estimator (kind 'nle' or 'mnle'), got "
             f"kind={estimator.kind!r}."
         )
+    check_observed(estimator, observed)  # shape errors first, before the range check reads x
     if check_training_range:
         x_val, cov_val = constant_value(observed), constant_value(covariates)
         if x_val is not None or cov_val is not None:
