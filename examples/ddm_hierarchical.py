@@ -84,7 +84,7 @@ def main(progress=True, seed=0):
         nuts_sampler="numpyro",
         random_seed=seed,
         progressbar=progress,
-        nuts_sampler_kwargs={"chain_method": "vectorized"},
+        nuts={"chain_method": "vectorized"},
     )
     times, posteriors = {}, {}
     for name, est in [("exact", None), ("mnle", estimator)]:

@@ -299,7 +299,7 @@ def test_numpyro_nuts_on_the_hierarchical_surrogate():
             nuts_sampler="numpyro",
             random_seed=3,
             progressbar=False,
-            nuts_sampler_kwargs={"chain_method": "vectorized"},
+            nuts={"chain_method": "vectorized"},
         )
     v = idata.posterior["v"].values
     assert v.shape == (2, 100, J) and np.all(np.isfinite(v))

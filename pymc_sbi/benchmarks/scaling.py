@@ -93,7 +93,7 @@ def nuts_seconds(estimator, n_groups=100, n_trials=100, draws=1000, chains=4, se
             nuts_sampler="numpyro",
             random_seed=seed,
             progressbar=False,
-            nuts_sampler_kwargs={"chain_method": "vectorized"},
+            nuts={"chain_method": "vectorized"},
         )
     wall = time.perf_counter() - t0
     return {
