@@ -35,12 +35,12 @@ from pymc_sbi.objectives import (
 from pymc_sbi.posterior import (
     PosteriorDraws,
     log_prob_corrected,
-    map_estimate,
     posterior_samples,
     sample_posterior,
     support_mass,
     to_datatree,
 )
+from pymc_sbi.posterior_map import map_estimate
 from pymc_sbi.posterior_term import NeuralPosterior
 from pymc_sbi.predictive import PredictiveCheck, predictive_check
 from pymc_sbi.prior import draw_prior, param_spec, prior_initvals

@@ -20,7 +20,8 @@ from pymc_sbi.benchmarks.tasks import linear_gaussian_posterior
 from pymc_sbi.estimator import Estimator
 from pymc_sbi.nn import EmbeddedDensity, MLPEmbedding, network_config
 from pymc_sbi.objectives import npe, npe_log_prob
-from pymc_sbi.posterior import map_estimate, sample_posterior
+from pymc_sbi.posterior import sample_posterior
+from pymc_sbi.posterior_map import map_estimate
 
 N_DRAWS = 20_000
 MEAN_ALLOWANCE = 0.2  # surrogate error of the posterior mean, in posterior sd

@@ -21,12 +21,12 @@ from pymc_sbi.benchmarks import two_moons
 from pymc_sbi.objectives import npe
 from pymc_sbi.posterior import (
     log_prob_corrected,
-    map_estimate,
     posterior_samples,
     sample_posterior,
     support_mass,
     to_datatree,
 )
+from pymc_sbi.posterior_map import map_estimate
 from pymc_sbi.spec import ParamSpec
 
 X_EDGE = np.array([0.97, 0.05])  # near the corner a = 1, b = 0
