@@ -14,6 +14,7 @@ use it as a term of an ordinary ``pm.Model``::
 """
 
 from pymc_sbi import diagnostics, nn, samplers, vi
+from pymc_sbi.ensemble import disagreement_summary, fit_ensemble
 from pymc_sbi.estimator import Estimator
 from pymc_sbi.io import load, save
 from pymc_sbi.likelihood import NeuralLikelihood
@@ -46,6 +47,7 @@ from pymc_sbi.predictive import PredictiveCheck, predictive_check
 from pymc_sbi.prior import draw_prior, param_spec, prior_initvals
 from pymc_sbi.range_check import OutOfRangeWarning, check_posterior_range, check_range
 from pymc_sbi.ratio import NeuralRatio
+from pymc_sbi.runner import Runner, RunResult, steps_per_epoch
 from pymc_sbi.samplers import sample
 from pymc_sbi.sequential import (
     SequentialData,
@@ -80,6 +82,8 @@ __all__ = [
     "ParamSpec",
     "PosteriorDraws",
     "PredictiveCheck",
+    "RunResult",
+    "Runner",
     "SNPEResult",
     "SequentialData",
     "Simulations",
@@ -90,10 +94,12 @@ __all__ = [
     "check_posterior_range",
     "check_range",
     "diagnostics",
+    "disagreement_summary",
     "draw_covariates",
     "draw_prior",
     "epoch_batches",
     "fit",
+    "fit_ensemble",
     "fit_vi",
     "load",
     "log_prob_corrected",
@@ -120,6 +126,7 @@ __all__ = [
     "simulate",
     "snpe_b",
     "snpe_c",
+    "steps_per_epoch",
     "support_mass",
     "take",
     "to_datatree",

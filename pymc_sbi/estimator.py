@@ -20,6 +20,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from pymc_sbi.objectives.base import flatten_x
 from pymc_sbi.objectives.covariates import DataRange
@@ -61,6 +62,39 @@ def _sample(kind, module, params, std: Standardization, rng_key, condition):
     return std.theta_inverse(module.apply(params, rng_key, std.x(condition), method="sample"))
 
 
+def _members(params) -> int:
+    return int(jax.tree.leaves(params)[0].shape[0])
+
+
+@partial(jax.jit, static_argnums=(0, 1))
+def _member_log_prob(kind, module, params, std: Standardization, x, theta):
+    """``_log_prob`` of every member: params with a leading member axis -> ``(E, *batch)``."""
+    return jax.vmap(lambda p: _log_prob(kind, module, p, std, x, theta))(params)
+
+
+@partial(jax.jit, static_argnums=(0, 1))
+def _mixture_log_prob(kind, module, params, std: Standardization, x, theta):
+    r"""Log-mean-exp over members: :math:`\log \frac1E \sum_e \exp \ell_e`."""
+    values = _member_log_prob(kind, module, params, std, x, theta)
+    return jax.nn.logsumexp(values, axis=0) - jnp.log(values.shape[0]).astype(values.dtype)
+
+
+@partial(jax.jit, static_argnums=(0, 1))
+def _mixture_sample(kind, module, params, std: Standardization, rng_key, condition):
+    """One draw per condition row from the uniform mixture of the members.
+
+    Every member draws for every row (``vmap`` over members) and each row keeps
+    the draw of a uniformly chosen member: ``E`` times the work of one draw, but
+    one static-shape program (the member counts of a multinomial would not be).
+    """
+    k_pick, k_draw = jax.random.split(rng_key)
+    e = _members(params)
+    keys = jax.random.split(k_draw, e)
+    draws = jax.vmap(lambda p, k: _sample(kind, module, p, std, k, condition))(params, keys)
+    pick = jax.random.randint(k_pick, draws.shape[1:-1], 0, e)
+    return jnp.take_along_axis(draws, pick[None, ..., None], axis=0)[0]
+
+
 @dataclass(frozen=True, eq=False)
 class Estimator:
     r"""A trained neural estimator with everything needed to use it.
@@ -88,12 +122,36 @@ class Estimator:
     data_range
         Per-dimension min/max of the training context and data (``None`` for
         estimators trained without it); see :mod:`pymc_sbi.range_check`.
+    members
+        ``None`` for one network; ``E`` for an *ensemble* of ``E`` networks
+        (every leaf of ``params`` has a leading member axis of length ``E``;
+        the z-scoring statistics are shared). See Notes and
+        :func:`pymc_sbi.fit_ensemble`.
 
     Notes
     -----
     Likelihood estimators (``nle``, ``mnle``) trained on simulations with
     per-trial covariates condition on :math:`(\theta, s)`; ``n_covariates``
     says how many, and :meth:`log_prob`/:meth:`sample` then need ``covariates``.
+
+    An ensemble is the uniform mixture of its members,
+
+    .. math:: q(x \mid \theta) = \frac1E \sum_{e=1}^E q_e(x \mid \theta), \qquad
+              \log q = \operatorname{logsumexp}_e \log q_e - \log E
+
+    (NLE/MNLE; :math:`q(\theta \mid x)` likewise for NPE), so :meth:`log_prob`
+    is a normalised density and :meth:`sample` draws from the mixture (a
+    uniformly chosen member per draw). For ratio estimators :meth:`log_ratio`
+    is the log-mean-exp of the members' ratios,
+    :math:`\log \frac1E \sum_e r_e(x, \theta)`: the implied posterior
+    :math:`p(\theta) \bar r(x, \theta)` is the uniform mixture of the members'
+    posteriors when each :math:`r_e` is normalised
+    (:math:`\int p(\theta) r_e \, d\theta = 1`, the target of NRE-A/C and BNRE);
+    for NRE-B, whose members are each off by their own :math:`c_e(x)`, it is
+    the mixture weighted by :math:`e^{c_e(x)}`. :meth:`member_log_prob`,
+    :meth:`member_log_ratio`, :meth:`member` and :meth:`disagreement` expose
+    the members. Every method (and so every PyMC term built on the
+    estimator) uses the mixture; gradients flow through the ``logsumexp``.
     """
 
     kind: str
@@ -105,25 +163,57 @@ class Estimator:
     history: Mapping[str, Any] = field(default_factory=dict)
     config: Mapping[str, Any] = field(default_factory=dict)
     data_range: DataRange | None = None
+    members: int | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"Unknown estimator kind {self.kind!r}; expected one of {KINDS}.")
         object.__setattr__(self, "x_shape", tuple(int(s) for s in self.x_shape))
+        if self.members is not None:
+            e = int(self.members)
+            object.__setattr__(self, "members", e)
+            shapes = {tuple(np.shape(a))[:1] for a in jax.tree.leaves(self.params)}
+            if e < 1 or shapes != {(e,)}:
+                raise ValueError(
+                    f"An ensemble of {self.members} members needs every parameter leaf to have "
+                    f"a leading member axis of that length; found leading shapes {shapes}."
+                )
 
     @classmethod
-    def from_state(cls, kind: str, state, spec: ParamSpec, x_shape, history=None, config=None):
-        """Build an estimator from a final :class:`~pymc_sbi.objectives.TrainState`."""
+    def from_state(
+        cls,
+        kind: str,
+        state,
+        spec: ParamSpec,
+        x_shape,
+        history=None,
+        config=None,
+        members: int | None = None,
+    ):
+        """Build an estimator from a final :class:`~pymc_sbi.objectives.TrainState`.
+
+        With ``members=E``, ``state`` is an ensemble state (every leaf with a
+        leading member axis, as :class:`pymc_sbi.Runner` ``(members=E)`` makes
+        it): the parameters keep the axis, the (shared) z-scoring statistics and
+        data range are taken from member 0.
+        """
+        std = state.standardization
+        data_range = getattr(state, "data_range", None)
+        if members is not None:
+            first = lambda tree: jax.tree.map(lambda a: a[0], tree)
+            std = first(std)
+            data_range = None if data_range is None else first(data_range)
         return cls(
             kind=kind,
             module=state.module,
             params=state.params,
-            standardization=state.standardization,
+            standardization=std,
             spec=spec,
             x_shape=tuple(x_shape),
             history=dict(history or {}),
             config=dict(config or {}),
-            data_range=getattr(state, "data_range", None),
+            data_range=data_range,
+            members=members,
         )
 
     # ------------------------------------------------------------ properties
@@ -152,6 +242,15 @@ class Estimator:
             params=jax.tree.map(cast, self.params),
             standardization=Standardization(*map(cast, self.standardization)),
         )
+
+    def member(self, i: int) -> Estimator:
+        """Member ``i`` of an ensemble as a single-network estimator."""
+        if self.members is None:
+            raise TypeError("member(i) needs an ensemble estimator (members is None).")
+        if not -self.members <= int(i) < self.members:
+            raise IndexError(f"member {i} out of range for {self.members} members.")
+        params = jax.tree.map(lambda a: a[int(i)], self.params)
+        return replace(self, params=params, members=None)
 
     # ----------------------------------------------------------- shape checks
     def _check_theta(self, theta: jax.Array) -> None:
@@ -234,7 +333,8 @@ class Estimator:
         if self.kind == "nre":
             raise TypeError("A ratio estimator has no density; use log_ratio(x, theta).")
         xf, tf, out_dtype = self._pairs(x, theta, covariates)
-        lp = _log_prob(self.kind, self.module, self.params, self.standardization, xf, tf)
+        fn = _log_prob if self.members is None else _mixture_log_prob
+        lp = fn(self.kind, self.module, self.params, self.standardization, xf, tf)
         return lp.astype(out_dtype)
 
     def log_ratio(self, x, theta) -> jax.Array:
@@ -243,8 +343,52 @@ class Estimator:
         if self.kind != "nre":
             raise TypeError(f"log_ratio needs a ratio estimator (kind 'nre'), not {self.kind!r}.")
         xf, tf, out_dtype = self._pairs(x, theta)
-        lr = _log_prob(self.kind, self.module, self.params, self.standardization, xf, tf)
+        fn = _log_prob if self.members is None else _mixture_log_prob
+        lr = fn(self.kind, self.module, self.params, self.standardization, xf, tf)
         return lr.astype(out_dtype)
+
+    # ------------------------------------------------------------- ensembles
+    def _member_values(self, x, theta, covariates=None) -> jax.Array:
+        if self.members is None:
+            raise TypeError("This is not an ensemble estimator (members is None).")
+        xf, tf, out_dtype = self._pairs(x, theta, covariates)
+        v = _member_log_prob(self.kind, self.module, self.params, self.standardization, xf, tf)
+        return v.astype(out_dtype)
+
+    def member_log_prob(self, x, theta, covariates=None) -> jax.Array:
+        r"""Ensembles: every member's :math:`\log q_e`, shape ``(members, *batch)``.
+
+        :meth:`log_prob` is its log-mean-exp over the first axis.
+        """
+        if self.kind == "nre":
+            raise TypeError("A ratio estimator has no density; use member_log_ratio(x, theta).")
+        return self._member_values(x, theta, covariates)
+
+    def member_log_ratio(self, x, theta) -> jax.Array:
+        r"""Ensembles of ratio estimators: each member's :math:`\log r_e`, ``(members, *batch)``."""
+        if self.kind != "nre":
+            raise TypeError(f"member_log_ratio needs a ratio estimator, not {self.kind!r}.")
+        return self._member_values(x, theta)
+
+    def disagreement(self, x, theta, covariates=None) -> jax.Array:
+        r"""Ensembles: standard deviation over members of the log density (or log ratio).
+
+        .. math:: s(x, \theta) = \sqrt{\frac1E \sum_e (\ell_e - \bar\ell)^2},
+                  \qquad \ell_e = \log q_e(x \mid \theta) \text{ (or } \log r_e),
+
+        an epistemic-uncertainty diagnostic: members trained on the same
+        simulations from different initialisations and shuffles agree where
+        the simulations pin the function down and disagree away from them
+        (extrapolation, too few simulations, an under-trained network). It is
+        in nats: 0.1 means the members' densities differ by about 10%.
+
+        Returns
+        -------
+        jax.Array
+            ``(*batch)``, shaped like :meth:`log_prob`'s output.
+        """
+        values = self._member_values(x, theta, covariates)
+        return jnp.std(values, axis=0)
 
     def sample(self, rng_key, condition, n: int | None = None, covariates=None) -> jax.Array:
         """Draw from the surrogate: ``x ~ q(x | theta)`` (NLE) or ``theta ~ q(theta | x)`` (NPE).
@@ -267,6 +411,12 @@ class Estimator:
         jax.Array
             NLE ``(n, ..., *x_shape)``, NPE ``(n, ..., d)`` (no ``n`` axis when
             ``n`` is None).
+
+        Notes
+        -----
+        An ensemble draws from the uniform mixture: each draw comes from a
+        member chosen uniformly at random (every member draws, each draw keeps
+        one member's value, so it costs ``members`` single draws).
         """
         if self.kind == "nre":
             raise TypeError("A ratio estimator cannot be sampled directly; use an MCMC sampler.")
@@ -288,7 +438,8 @@ class Estimator:
         if n is not None:
             flat = jnp.broadcast_to(flat, (int(n), *flat.shape))
             lead = (int(n), *lead)
-        draws = _sample(self.kind, self.module, self.params, self.standardization, rng_key, flat)
+        fn = _sample if self.members is None else _mixture_sample
+        draws = fn(self.kind, self.module, self.params, self.standardization, rng_key, flat)
         return jnp.reshape(draws, (*lead, *event)).astype(out_dtype)
 
     # ------------------------------------------------------------ save/load
@@ -307,8 +458,9 @@ class Estimator:
 
     def __repr__(self) -> str:
         n_params = sum(int(a.size) for a in jax.tree.leaves(self.params))
+        ens = "" if self.members is None else f"members={self.members}, "
         return (
-            f"Estimator(kind={self.kind!r}, network={type(self.module).__name__}, "
+            f"Estimator(kind={self.kind!r}, {ens}network={type(self.module).__name__}, "
             f"params={n_params}, theta={list(self.spec.labels)}, x_shape={self.x_shape}, "
             f"dtype={self.dtype})"
         )

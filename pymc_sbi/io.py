@@ -28,6 +28,12 @@ __all__ = ["load", "save"]
 
 FORMAT = "pymc_sbi.estimator"
 VERSION = "1"
+# Version 2 adds ensembles (``members`` in the metadata, a leading member axis on
+# every parameter tensor). Single estimators are still written as version 1, so
+# older pymc_sbi releases read them; ensembles are written as version 2, so older
+# releases refuse them instead of misreading the stacked parameters.
+ENSEMBLE_VERSION = "2"
+READABLE_VERSIONS = (VERSION, ENSEMBLE_VERSION)
 _SEP = "/"
 
 
@@ -69,7 +75,7 @@ def save(estimator: Estimator, path: str | os.PathLike) -> None:
             tensors[f"data_range{_SEP}{field}"] = np.asarray(value)
     metadata = {
         "format": FORMAT,
-        "version": VERSION,
+        "version": VERSION if estimator.members is None else ENSEMBLE_VERSION,
         "kind": estimator.kind,
         "network": json.dumps(network_config(estimator.module)),
         "spec": json.dumps(estimator.spec.to_dict()),
@@ -77,6 +83,8 @@ def save(estimator: Estimator, path: str | os.PathLike) -> None:
         "history": json.dumps(dict(estimator.history), default=float),
         "config": json.dumps(dict(estimator.config), default=str),
     }
+    if estimator.members is not None:
+        metadata["members"] = str(estimator.members)
     save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, os.fspath(path), metadata)
 
 
@@ -109,10 +117,10 @@ def load(path: str | os.PathLike) -> Estimator:
             f"{path} is a safetensors file but not a pymc_sbi estimator "
             f"(format={metadata.get('format')!r})."
         )
-    if metadata.get("version") != VERSION:
+    if metadata.get("version") not in READABLE_VERSIONS:
         raise ValueError(
             f"{path} has estimator format version {metadata.get('version')!r}; this "
-            f"pymc_sbi reads version {VERSION}."
+            f"pymc_sbi reads versions {', '.join(READABLE_VERSIONS)}."
         )
     try:
         params = _unflatten(
@@ -137,6 +145,7 @@ def load(path: str | os.PathLike) -> Estimator:
             history=json.loads(metadata.get("history", "{}")),
             config=json.loads(metadata.get("config", "{}")),
             data_range=data_range,
+            members=int(metadata["members"]) if "members" in metadata else None,
         )
     except (KeyError, TypeError, json.JSONDecodeError) as err:
         raise ValueError(f"{path} is a corrupt pymc_sbi estimator file: {err!r}") from err
