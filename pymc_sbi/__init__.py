@@ -56,6 +56,7 @@ from pymc_sbi.sequential import (
     run_snpe,
     train_round,
 )
+from pymc_sbi.sequential_likelihood import SequentialResult, run_sequential, run_snle, run_snre
 from pymc_sbi.simulate import Simulations, draw_covariates, run_simulator, simulate
 from pymc_sbi.spec import ParamSpec
 from pymc_sbi.training import (
@@ -66,6 +67,7 @@ from pymc_sbi.training import (
     take,
     train_validation_split,
 )
+from pymc_sbi.truncation import hpr_threshold, sample_truncated_prior
 from pymc_sbi.vi import AmortizedVIPosterior, VIPosterior, fit_vi, train_amortized
 
 __version__ = "0.1.0"
@@ -86,6 +88,7 @@ __all__ = [
     "Runner",
     "SNPEResult",
     "SequentialData",
+    "SequentialResult",
     "Simulations",
     "TrainState",
     "VIPosterior",
@@ -101,6 +104,7 @@ __all__ = [
     "fit",
     "fit_ensemble",
     "fit_vi",
+    "hpr_threshold",
     "load",
     "log_prob_corrected",
     "make_optimizer",
@@ -117,10 +121,14 @@ __all__ = [
     "predictive_check",
     "prior_initvals",
     "run_epoch",
+    "run_sequential",
     "run_simulator",
+    "run_snle",
     "run_snpe",
+    "run_snre",
     "sample",
     "sample_posterior",
+    "sample_truncated_prior",
     "samplers",
     "save",
     "simulate",

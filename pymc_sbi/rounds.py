@@ -87,12 +87,15 @@ class SequentialData:
         keep = np.ones(len(self), bool)
         if discard_prior_samples and np.any(self.proposal != 0):
             keep = self.proposal != 0
-        return {
+        batch = {
             "theta": self.simulations.theta[keep],
             "x": self.simulations.x[keep],
             "log_prior": self.log_prior[keep],
             "log_proposal": self.log_proposal[keep],
         }
+        if self.simulations.covariates is not None:
+            batch["covariates"] = self.simulations.covariates[keep]
+        return batch
 
 
 def append_simulations(
@@ -105,6 +108,8 @@ def append_simulations(
     log_prior,
     spec: ParamSpec | None = None,
     n_invalid: int = 0,
+    covariates=None,
+    proposal_density_known: bool = True,
 ) -> SequentialData:
     """A new record with one more round of simulations.
 
@@ -123,6 +128,12 @@ def append_simulations(
         Parameter spec (only for the first round).
     n_invalid
         Simulations already dropped by the caller (added to the count).
+    covariates
+        ``(n, c)`` per-simulation covariates (only if the record has them).
+    proposal_density_known
+        ``False`` for proposals without a tractable density (MCMC draws of a
+        posterior, as in sequential NLE/NRE, which never need it): then
+        ``log_proposal`` may be ``None`` and is stored as NaN.
 
     Rows with non-finite ``x`` are dropped (and counted, with a warning), as
     in :func:`pymc_sbi.simulate`; so are rows whose ``log_prior`` is not finite
@@ -134,7 +145,9 @@ def append_simulations(
         If ``log_proposal`` is missing (``None``): SNPE needs the proposal's
         density for SNPE-B, and to tell prior draws from others.
     """
-    if log_proposal is None:
+    if log_proposal is None and not proposal_density_known:
+        log_proposal = np.nan
+    elif log_proposal is None:
         raise ValueError(
             "append_simulations needs log_proposal, the log density of each theta under the "
             "proposal it was drawn from (log_prior for prior draws)."
@@ -147,7 +160,9 @@ def append_simulations(
     log_prior = np.broadcast_to(np.asarray(log_prior, np.float64), theta.shape[:1])
     log_proposal = np.broadcast_to(np.asarray(log_proposal, np.float64), theta.shape[:1])
     ok = np.all(np.isfinite(x.reshape(x.shape[0], -1)), axis=1)
-    ok &= np.isfinite(log_prior) & ~np.isnan(log_proposal)
+    ok &= np.isfinite(log_prior)
+    if proposal_density_known:
+        ok &= ~np.isnan(log_proposal)
     dropped = int((~ok).sum())
     if dropped == ok.size:
         raise ValueError(f"All {dropped} simulations of proposal {proposal_id} are invalid.")
@@ -164,6 +179,7 @@ def append_simulations(
         spec=spec,
         proposal=np.full(int(ok.sum()), int(proposal_id), np.int32),
         n_invalid=n_invalid + dropped,
+        covariates=None if covariates is None else np.asarray(covariates, float)[ok],
     )
     new_record = SequentialData(new, log_prior[ok], log_proposal[ok])
     if record is None:

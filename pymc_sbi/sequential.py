@@ -80,6 +80,7 @@ from tqdm.auto import tqdm
 
 from pymc_sbi.estimator import Estimator
 from pymc_sbi.objectives.base import Objective, TrainState
+from pymc_sbi.objectives.npe import npe
 from pymc_sbi.objectives.snpe import snpe_b, snpe_c
 from pymc_sbi.posterior import sample_posterior
 from pymc_sbi.rounds import (
@@ -89,6 +90,7 @@ from pymc_sbi.rounds import (
     train_round,
 )
 from pymc_sbi.simulate import Simulations, run_simulator, simulate
+from pymc_sbi.truncation import hpr_threshold, sample_truncated_prior
 
 __all__ = [
     "SNPEResult",
@@ -134,6 +136,20 @@ def _mixture_log_proposal(
     return np.logaddexp.reduce(np.stack(terms), axis=0)
 
 
+def _truncated_round(prior_model, estimator, x_obs, eps, n, seed):
+    """Round parameters from the prior truncated to the ``1 - eps`` HPR of ``estimator``."""
+    x = jnp.asarray(x_obs)
+
+    def log_q(theta):
+        return np.asarray(estimator.log_prob(x, jnp.asarray(theta)), np.float64)
+
+    n_hpr = int(min(max(10_000, math.ceil(10.0 / eps)), 200_000))
+    post = sample_posterior(estimator, x_obs, n_hpr, seed)
+    threshold = hpr_threshold(log_q(post.samples), eps)
+    draws = sample_truncated_prior(prior_model, log_q, threshold, n, seed + 1)
+    return draws.theta, float(draws.acceptance_rate), threshold
+
+
 def run_snpe(
     prior_model,
     simulator: Callable,
@@ -151,6 +167,7 @@ def run_snpe(
     resume_training: bool = False,
     retrain_from_scratch: bool = False,
     discard_prior_samples: bool = False,
+    truncation: float | None = None,
     progress: bool = True,
     **train_options: Any,
 ) -> SNPEResult:
@@ -195,6 +212,19 @@ def run_snpe(
         use it.
     resume_training, retrain_from_scratch, discard_prior_samples
         See :func:`train_round`.
+    truncation
+        ``None`` (default): round :math:`r \ge 1` proposes from the posterior
+        estimate, with the ``method``'s correction.  ``eps`` (e.g. ``1e-4``):
+        TSNPE (Deistler et al. 2022) -- round :math:`r \ge 1` proposes from the
+        prior truncated to the :math:`1 - \epsilon` highest-density region of
+        round :math:`r-1`'s estimate (:mod:`pymc_sbi.truncation`), and every
+        round trains with the plain NPE maximum-likelihood loss
+        (:func:`pymc_sbi.npe` on ``network``/``embedding``; a custom
+        ``method`` objective is used as given): inside the region the proposal
+        is proportional to the prior, so no correction is needed.  The
+        threshold is the ``eps``-quantile of :math:`\log q(\theta \mid x_o)`
+        over ``max(10^4, 10/eps)`` (at most :math:`2 \cdot 10^5`) posterior
+        draws; ``history["acceptance_rate"]`` is the region's prior mass.
     progress
         Print one line per round (round, simulations, epochs, validation loss,
         acceptance rate, seconds).
@@ -220,8 +250,12 @@ def run_snpe(
     )
     if len(sizes) != rounds:
         raise ValueError(f"simulations_per_round has {len(sizes)} entries for {rounds} rounds.")
+    if truncation is not None and not 0.0 < float(truncation) < 1.0:
+        raise ValueError(f"truncation must be a quantile in (0, 1), got {truncation}.")
     if isinstance(method, Objective):
         objective, method = method, "custom"
+    elif truncation is not None and method in ("snpe_c", "snpe_b"):
+        objective, method = npe(network, embedding=embedding), "tsnpe"
     elif method == "snpe_c":
         objective = snpe_c(network, num_atoms, embedding=embedding)
     elif method == "snpe_b":
@@ -254,6 +288,15 @@ def run_snpe(
             log_proposal = log_prior.copy()
             acceptance = 1.0
             components.append((None, len(sims)))
+        elif truncation is not None:
+            theta, acceptance, threshold = _truncated_round(
+                prior_model, estimators[-1], x_obs, truncation, sizes[r], sample_seed
+            )
+            x = run_simulator(simulator, theta, seed=sim_seed, backend=backend)
+            log_prior = log_prior_fn(theta)
+            log_proposal = log_prior - math.log(acceptance)  # p(theta) 1[in region] / mass
+            n_invalid = 0
+            components.append((None, len(theta)))  # unused: the NPE loss needs no density
         else:
             previous = estimators[-1]
             draws = sample_posterior(previous, x_obs, sizes[r], sample_seed)
@@ -305,7 +348,16 @@ def run_snpe(
             acceptance_rate=acceptance,
             round_seconds=time.perf_counter() - t0,
         )
-        config = dict(estimator.config, method=method, num_atoms=num_atoms, round=r)
+        if truncation is not None and r > 0:
+            history.update(proposal="truncated", hpr_threshold=threshold)
+        config = dict(
+            estimator.config,
+            method=method,
+            num_atoms=num_atoms,
+            round=r,
+            truncation=truncation,
+            loss=objective.kind if method == "tsnpe" else method,
+        )
         estimator = Estimator.from_state(
             "npe",
             state,

@@ -47,9 +47,16 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument(
         "--method",
         default="nle",
-        choices=["nle", "npe", "snpe", "nre_a", "nre_b", "nre_c", "bnre"],
+        choices=["nle", "npe", "snpe", "snle", "snre", "nre_a", "nre_b", "nre_c", "bnre"],
     )
-    run.add_argument("--rounds", type=int, default=3, help="rounds for --method snpe")
+    run.add_argument("--rounds", type=int, default=3, help="rounds for --method snpe/snle/snre")
+    run.add_argument(
+        "--truncation",
+        type=float,
+        default=None,
+        help="snle/snre: later rounds from the prior truncated to the posterior's 1 - EPS "
+        "highest-density region (e.g. 1e-4); default: from the posterior",
+    )
     run.add_argument("--network", default="nsf", choices=["nsf", "maf", "mdn"])
     run.add_argument("--simulations", type=int, default=10_000)
     run.add_argument("--seed", type=int, nargs="+", default=[0])
@@ -111,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
             c2st_samples=args.c2st_samples,
             progress=args.progress,
             rounds=args.rounds,
+            truncation=args.truncation,
             chains=args.chains,
             draws=args.draws,
         )

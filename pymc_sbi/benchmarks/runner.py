@@ -126,8 +126,9 @@ def _pymc_nuts(model, backend, chains, draws, seed, tune, progress):
         )
 
 
-def _blackjax(kernel):
-    """``ps.sample`` with a BlackJAX kernel, every chain started at its own prior draw."""
+def _blackjax(kernel, init="prior"):
+    """``ps.sample`` with a BlackJAX kernel, every chain started at its own prior draw
+    (``init="resample"``: at prior draws resampled by their likelihood)."""
 
     def run(model, chains, draws, seed, tune, progress):
         import pymc_sbi as ps
@@ -155,6 +156,7 @@ def _blackjax(kernel):
             tune=tune,
             chains=chains,
             seed=seed,
+            init=init,
             progressbar=progress,
             **kwargs,
         )
@@ -182,6 +184,7 @@ SAMPLERS: dict[str, tuple] = {
     "blackjax-nuts": (_blackjax("nuts"), 40),
     "hmc": (_blackjax("hmc"), 40),
     "mala": (_blackjax("mala"), 40),
+    "mala-resample": (_blackjax("mala", init="resample"), 40),
     "rmh": (_blackjax("rmh"), 40),
     "slice": (_blackjax("slice"), 40),
     "imh": (_blackjax("imh"), 40),
@@ -243,7 +246,7 @@ def sample_posterior(
     return run(model, chains, draws, seed, tune, progress), chains, draws
 
 
-METHODS = ("nle", "npe", "snpe", "nre_a", "nre_b", "nre_c", "bnre")
+METHODS = ("nle", "npe", "snpe", "snle", "snre", "nre_a", "nre_b", "nre_c", "bnre")
 
 
 def make_objective(method: str, network: str):
@@ -251,13 +254,15 @@ def make_objective(method: str, network: str):
     import pymc_sbi as ps
 
     densities = {"nsf": ps.nn.nsf, "maf": ps.nn.maf, "mdn": ps.nn.mdn}
-    if method in ("nle", "npe", "snpe"):
+    if method in ("nle", "npe", "snpe", "snle"):
         if network not in densities:
             raise ValueError(f"--network must be one of {sorted(densities)} for {method}.")
-        if method == "snpe":
-            return None  # run_snpe builds its SNPE-C objective from the network
+        if method in ("snpe", "snle"):
+            return None  # run_snpe / run_snle build their objective from the network
         return getattr(ps, method)(densities[network]())
     ratio = {"nre_a": ps.nre_a, "nre_b": ps.nre_b, "nre_c": ps.nre_c, "bnre": ps.bnre}
+    if method == "snre":
+        return None  # run_snre: NRE-C with the default classifier
     if method in ratio:
         return ratio[method]()  # default classifier: residual-free MLP
     raise ValueError(f"Unknown method {method!r}; available: {METHODS}.")
@@ -288,6 +293,7 @@ def run_benchmark(
     rounds: int = 3,
     chains: int | None = None,
     draws: int | None = None,
+    truncation: float | None = None,
 ) -> tuple[list[BenchmarkResult], Any, dict[str, Any]]:
     """Simulate, train and sample; return one :class:`BenchmarkResult` per sampler.
 
@@ -299,7 +305,12 @@ def run_benchmark(
     ``snpe`` runs ``rounds`` rounds of SNPE-C with
     ``simulations // rounds`` simulations each (its ``train_s`` includes the
     later rounds' simulation and proposal sampling, ``simulate_s`` is round 0's
-    share only). Also returns the trained estimator and ``{sampler: draws}``.
+    share only). ``snle`` / ``snre`` (NRE-C) run ``rounds`` rounds of
+    :func:`pymc_sbi.run_snle` / :func:`pymc_sbi.run_snre` (proposals: 40-chain
+    ``ps.sample`` NUTS posteriors, or with ``truncation`` the prior truncated
+    to their HPD region), then sample the last round's estimator like ``nle``;
+    ``train_s`` covers all rounds. Also returns the trained estimator and
+    ``{sampler: draws}``.
     """
     import arviz as az
 
@@ -328,6 +339,30 @@ def run_benchmark(
         train_s, train_cpu = time.perf_counter() - t, _cpu() - c
         estimator, sims, simulate_s = result.estimator, result.simulations, 0.0
         extra["rounds"] = rounds
+        extra["epochs_per_round"] = [int(e.history["epochs"]) for e in result.estimators]
+    elif method in ("snle", "snre"):
+        per_round = simulations // rounds
+        t, c = time.perf_counter(), _cpu()
+        seq_options = dict(seed=seed, progress=progress, sample_final=False, truncation=truncation)
+        if method == "snle":
+            net = getattr(ps.nn, network)()
+            result = ps.run_snle(
+                task.prior_model(),
+                task.simulator,
+                x_obs,
+                rounds,
+                per_round,
+                network=net,
+                **seq_options,
+            )
+        else:
+            result = ps.run_snre(
+                task.prior_model(), task.simulator, x_obs, rounds, per_round, **seq_options
+            )
+        train_s, train_cpu = time.perf_counter() - t, _cpu() - c
+        estimator, sims, simulate_s = result.estimator, result.simulations, 0.0
+        extra["rounds"] = rounds
+        extra["truncation"] = truncation
         extra["epochs_per_round"] = [int(e.history["epochs"]) for e in result.estimators]
     else:
         t = time.perf_counter()
@@ -386,7 +421,7 @@ def run_benchmark(
                 seed=seed,
                 observation=observation,
                 sampler=sampler,
-                network=network if method in ("nle", "npe", "snpe") else "mlp_classifier",
+                network=network if method in ("nle", "npe", "snpe", "snle") else "mlp_classifier",
                 c2st=float(score),
                 simulate_s=simulate_s,
                 train_s=train_s,

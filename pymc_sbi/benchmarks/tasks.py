@@ -11,6 +11,10 @@ Tasks
 ``two_moons``
     sbibm's Two Moons task [1]_; observations and reference posterior samples
     are sbibm 1.1.0's files, shipped byte-identical in ``benchmarks/data``.
+``slcp``
+    sbibm's SLCP task ("simple likelihood, complex posterior") [1]_: a 5-D
+    uniform prior, a Gaussian likelihood of 4 i.i.d. 2-D draws and a
+    four-mode posterior; sbibm 1.1.0's observations and reference samples.
 ``linear_gaussian``
     A 2-D conjugate Gaussian task with a closed-form posterior, for exact
     tests.
@@ -43,6 +47,9 @@ __all__ = [
     "get_task",
     "linear_gaussian",
     "linear_gaussian_posterior",
+    "slcp",
+    "slcp_log_likelihood",
+    "slcp_moments",
     "two_moons",
     "two_moons_log_likelihood",
 ]
@@ -239,6 +246,74 @@ two_moons = Task(
 )
 
 
+# --------------------------------------------------------------------------------- slcp
+
+SLCP_NUM_DRAWS = 4
+_SLCP_EPS = 1e-6  # sbibm adds 1e-6 to the covariance diagonal
+
+
+def _slcp_prior() -> pm.Model:
+    import pymc as pm
+
+    with pm.Model() as model:
+        pm.Uniform("theta", -3.0, 3.0, shape=5)
+    return model
+
+
+def slcp_moments(theta: jax.Array) -> tuple[jax.Array, jax.Array]:
+    r"""Mean ``m`` ``(2,)`` and covariance ``S`` ``(2, 2)`` of one SLCP draw.
+
+    .. math::
+
+        m = (\theta_1, \theta_2),\quad s_1 = \theta_3^2,\quad s_2 = \theta_4^2,\quad
+        \rho = \tanh \theta_5,\quad
+        S = \begin{pmatrix} s_1^2 + \epsilon & \rho s_1 s_2 \\
+                             \rho s_1 s_2 & s_2^2 + \epsilon \end{pmatrix},
+
+    :math:`\epsilon = 10^{-6}` as in sbibm (``s_1, s_2`` are standard deviations).
+    """
+    theta = jnp.asarray(theta)
+    dtype = _float_dtype(theta)
+    theta = theta.astype(dtype)
+    s1, s2, rho = theta[2] ** 2, theta[3] ** 2, jnp.tanh(theta[4])
+    cov = jnp.stack(
+        [
+            jnp.stack([s1**2 + _SLCP_EPS, rho * s1 * s2]),
+            jnp.stack([rho * s1 * s2, s2**2 + _SLCP_EPS]),
+        ]
+    )
+    return theta[:2], cov
+
+
+def _slcp_simulator(rng_key: jax.Array, theta: jax.Array) -> jax.Array:
+    r"""Four i.i.d. draws :math:`x_j \sim N(m, S)` (:func:`slcp_moments`), flattened
+    to ``(8,)`` as ``(x_{1,1}, x_{1,2}, x_{2,1}, \dots)`` -- sbibm's layout."""
+    m, cov = slcp_moments(theta)
+    chol = jnp.linalg.cholesky(cov)
+    eps = jax.random.normal(rng_key, (SLCP_NUM_DRAWS, 2), m.dtype)
+    return (m + eps @ chol.T).reshape(-1)
+
+
+def slcp_log_likelihood(theta: jax.Array, x: jax.Array) -> jax.Array:
+    """Exact ``log p(x | theta)``: the sum of the four 2-D Gaussian log densities."""
+    m, cov = slcp_moments(theta)
+    x = jnp.asarray(x, m.dtype).reshape(SLCP_NUM_DRAWS, 2)
+    return jnp.sum(jax.scipy.stats.multivariate_normal.logpdf(x, m, cov))
+
+
+slcp = Task(
+    name="slcp",
+    param_names=tuple(f"theta[{i}]" for i in range(5)),
+    dim_data=2 * SLCP_NUM_DRAWS,
+    prior_model=_slcp_prior,
+    simulator=_slcp_simulator,
+    observation=_sbibm_loader("slcp", "observation.csv", row=True),
+    reference_samples=_sbibm_loader("slcp", "reference_posterior_samples.csv.bz2", row=False),
+    true_parameters=_sbibm_loader("slcp", "true_parameters.csv", row=True),
+    log_likelihood=slcp_log_likelihood,
+)
+
+
 # --------------------------------------------------------------------- linear gaussian
 
 # Likelihood covariance: marginal sd 0.5, correlation 0.6. The correlation makes
@@ -351,7 +426,7 @@ linear_gaussian = Task(
 
 # ---------------------------------------------------------------------------- registry
 
-TASKS: dict[str, Task] = {task.name: task for task in (two_moons, linear_gaussian)}
+TASKS: dict[str, Task] = {task.name: task for task in (two_moons, slcp, linear_gaussian)}
 
 
 def get_task(name: str) -> Task:
