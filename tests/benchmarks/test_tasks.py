@@ -7,7 +7,7 @@ import pymc as pm
 import pytest
 from scipy import stats
 
-from pymc_sbi.benchmarks import TASKS, Task, get_task, linear_gaussian, two_moons
+from pymc_sbi.benchmarks import TASKS, Task, get_task, linear_gaussian, slcp, two_moons
 from pymc_sbi.benchmarks.tasks import (
     LG_LIKELIHOOD_COV,
     linear_gaussian_posterior,
@@ -30,9 +30,9 @@ def _midpoints(lo: float, hi: float, h: float) -> np.ndarray:
 
 
 def test_registry_and_get_task():
-    assert TASKS == {"two_moons": two_moons, "linear_gaussian": linear_gaussian}
-    assert get_task("two_moons") is two_moons
-    with pytest.raises(ValueError, match="Available tasks: linear_gaussian, two_moons"):
+    assert TASKS == {"two_moons": two_moons, "slcp": slcp, "linear_gaussian": linear_gaussian}
+    assert get_task("two_moons") is two_moons and get_task("slcp") is slcp
+    with pytest.raises(ValueError, match="Available tasks: linear_gaussian, slcp, two_moons"):
         get_task("three_moons")
 
 
