@@ -69,15 +69,32 @@ def _box_bijection(lower: tuple[float, ...], upper: tuple[float, ...], dtype):
     return to_box, from_box
 
 
-@partial(jax.jit, static_argnames=("module", "bounds", "num_to_optimize", "steps", "learning_rate"))
-def _map_search(module, params, std, x, init, *, bounds, num_to_optimize, steps, learning_rate):
+def _npe_log_q(module, params, std, x, members):
+    """``theta -> log q(theta | x)``; for an ensemble the log-mean-exp over members."""
+    if members is None:
+        return lambda theta: npe_log_prob(module, params, std, theta, x)
+
+    def log_q(theta):
+        lq = jax.vmap(lambda p: npe_log_prob(module, p, std, theta, x))(params)
+        return jax.nn.logsumexp(lq, axis=0) - jnp.log(members).astype(lq.dtype)
+
+    return log_q
+
+
+@partial(
+    jax.jit,
+    static_argnames=("module", "bounds", "num_to_optimize", "steps", "learning_rate", "members"),
+)
+def _map_search(
+    module, params, std, x, init, *, bounds, num_to_optimize, steps, learning_rate, members=None
+):
     """Best of ``num_to_optimize`` Adam runs from the best rows of ``init`` ``(N, B, d)``.
 
     ``x`` is the flat ``(B, x_dim)`` batch; returns ``(B, d)``. Compiled once per
     network, shapes and settings, so repeated calls are fast.
     """
     lower, upper = bounds
-    log_q = lambda theta: npe_log_prob(module, params, std, theta, x)
+    log_q = _npe_log_q(module, params, std, x, members)
     top = jnp.argsort(-log_q(init), axis=0)[:num_to_optimize]  # (k, B)
     start = jnp.take_along_axis(init, top[..., None], axis=0)  # (k, B, d)
     to_box, from_box = _box_bijection(lower, upper, init.dtype)
@@ -156,6 +173,7 @@ def map_estimate(
         num_to_optimize=max(1, min(int(num_to_optimize), int(num_init))),
         steps=int(steps),
         learning_rate=float(learning_rate),
+        members=estimator.members,
     )
     best = np.asarray(best)
     return best if batched else best[0]

@@ -58,6 +58,13 @@ def main(argv: list[str] | None = None) -> int:
         "highest-density region (e.g. 1e-4); default: from the posterior",
     )
     run.add_argument("--network", default="nsf", choices=["nsf", "maf", "mdn"])
+    run.add_argument(
+        "--ensemble",
+        type=int,
+        default=1,
+        metavar="E",
+        help="nle/npe/nre_*: train an E-member ensemble with ps.fit_ensemble (default 1: ps.fit)",
+    )
     run.add_argument("--simulations", type=int, default=10_000)
     run.add_argument("--seed", type=int, nargs="+", default=[0])
     run.add_argument("--observation", type=int, default=1)
@@ -87,6 +94,13 @@ def main(argv: list[str] | None = None) -> int:
     scaling = sub.add_parser("scaling", help="hierarchical MNLE: logp+grad cost vs trials/groups")
     scaling.add_argument("--nuts", action="store_true", help="also time NUTS on 100 x 100")
     scaling.add_argument("--repeats", type=int, default=50)
+    ens = sub.add_parser("ensemble", help="training time of an E-member ensemble vs one member")
+    ens.add_argument("--members", type=int, nargs="+", default=[1, 5])
+    ens.add_argument("--network", default="nsf", choices=["nsf", "maf", "mdn"])
+    ens.add_argument("--simulations", type=int, default=10_000)
+    ens.add_argument("--batch-size", type=int, default=200)
+    ens.add_argument("--steps", type=int, default=500)
+    ens.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
     if args.command == "sbc":
         return main_sbc(args)
@@ -94,6 +108,20 @@ def main(argv: list[str] | None = None) -> int:
         from pymc_sbi.benchmarks.scaling import run_scaling
 
         print(run_scaling(nuts=args.nuts, repeats=args.repeats))
+        return 0
+    if args.command == "ensemble":
+        from pymc_sbi.benchmarks.ensemble import run_ensemble_benchmark
+
+        print(
+            run_ensemble_benchmark(
+                args.members,
+                network=args.network,
+                simulations=args.simulations,
+                batch_size=args.batch_size,
+                num_steps=args.steps,
+                repeats=args.repeats,
+            )
+        )
         return 0
 
     from pymc_sbi.benchmarks.runner import parse_sampler, run_benchmark
@@ -121,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
             truncation=args.truncation,
             chains=args.chains,
             draws=args.draws,
+            ensemble=args.ensemble,
         )
         for r in results:
             row = r.as_dict()
