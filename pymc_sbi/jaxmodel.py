@@ -36,7 +36,7 @@ from xarray import DataTree
 from pymc_sbi.ops import enable_x64_for_pytensor
 from pymc_sbi.prior import batched_prior_fn
 
-__all__ = ["JaxModel", "jax_model", "prior_positions", "to_datatree"]
+__all__ = ["JaxModel", "jax_model", "prior_logdensity_fn", "prior_positions", "to_datatree"]
 
 
 class JaxModel(NamedTuple):
@@ -138,6 +138,25 @@ def jax_model(model: pm.Model | None = None, var_names: Sequence[str] | None = N
         constrained_fn=constrained_fn,
         model=model,
     )
+
+
+def prior_logdensity_fn(jm: JaxModel) -> Callable[[jax.Array], jax.Array]:
+    r"""``z (dim,) -> log p_0(z)``: the prior part of ``jm``'s log-density.
+
+    The log-density of the free variables alone in the unconstrained space,
+    Jacobians included, so that
+    :math:`\log \pi(z) - \log p_0(z)` is the log-likelihood (observed terms
+    and potentials, neural terms among them) at ``z``.
+    """
+    model = jm.model
+    graph = get_jaxified_graph(
+        inputs=list(model.value_vars), outputs=[model.logp(vars=model.free_RVs)]
+    )
+
+    def log_prior(z: jax.Array) -> jax.Array:
+        return graph(*jm.unravel(z))[0]
+
+    return log_prior
 
 
 def prior_positions(model: pm.Model, n: int, seed: int | None = None) -> np.ndarray:

@@ -4,6 +4,8 @@
   on arrays or ArviZ ``DataTree`` groups;
 - :func:`run_sbc`: simulation-based calibration with vectorised inference
   (:func:`posterior_draws`), :func:`uniformity` tests of the ranks;
+- :func:`run_sbc_model`: SBC of a whole ``pm.Model`` (hierarchical, neural
+  terms inside) against the real simulator;
 - :func:`expected_coverage` (HPD regions) and :func:`tarp`;
 - :func:`plot_sbc_ecdf`, :func:`plot_coverage`;
 - :func:`diagnose`: all of them in one call, with a verdict table and figures.
@@ -30,6 +32,7 @@ from pymc_sbi.diagnostics.sbc import (
     sbc_to_datatree,
     uniformity,
 )
+from pymc_sbi.diagnostics.sbc_model import data_logdensity_fn, run_sbc_model
 from pymc_sbi.predictive import PredictiveCheck, predictive_check
 
 __all__ = [
@@ -39,6 +42,7 @@ __all__ = [
     "SBCResult",
     "c2st",
     "coverage_curve",
+    "data_logdensity_fn",
     "diagnose",
     "expected_coverage",
     "format_verdicts",
@@ -48,6 +52,7 @@ __all__ = [
     "posterior_draws",
     "predictive_check",
     "run_sbc",
+    "run_sbc_model",
     "samples_matrix",
     "save_figure",
     "sbc_from_samples",

@@ -39,7 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["mcmc_posterior", "posterior_draws"]
+__all__ = ["mcmc_posterior", "posterior_draws", "sample_product"]
 
 
 def _loglik_fn(estimator) -> Callable[[jax.Array, jax.Array], jax.Array]:
@@ -52,37 +52,30 @@ def _loglik_fn(estimator) -> Callable[[jax.Array, jax.Array], jax.Array]:
     return loglik
 
 
-def mcmc_posterior(estimator, jm, prior_model, x, seed, chains, num_warmup, num_samples, kernel,
-                    progress, sampler_options):  # fmt: skip
-    """Sample all datasets' posteriors as one product posterior; see the module docstring.
+def sample_product(logpost_one, data, init, seed, chains, num_warmup, num_samples, kernel,
+                   progress, sampler_options):  # fmt: skip
+    r"""Many-chain MCMC on :math:`\sum_b` ``logpost_one(z_b, data_b)`` (the product posterior).
 
-    Returns ``(theta (N, L, d), log density at draws (N, L), logpost_one, info)``.
+    ``data`` is an ``(N, ...)`` array (one block per dataset), ``init`` a
+    ``(chains * N, dim)`` array of unconstrained starting points. Returns
+    ``(z (N, L, dim), log density at the draws (N, L), info)`` with
+    ``L = chains * num_samples``.
     """
-    from pymc_sbi.jaxmodel import prior_positions
     from pymc_sbi.samplers import run_chains
 
-    spec = estimator.spec
-    n, dim = x.shape[0], jm.dim
-    loglik = _loglik_fn(estimator)
-    xj = jnp.asarray(x)
-
-    def theta_of(z):
-        return spec.flatten(jm.constrained_fn(z), xp=jnp)
-
-    def logpost_one(z, x_n):
-        return jm.logdensity_fn(z) + loglik(x_n, theta_of(z)).astype(z.dtype)
-
+    data = jnp.asarray(data)
+    n = data.shape[0]
+    dim = init.shape[1]
     batched = jax.vmap(logpost_one)
 
     def logdensity_fn(flat):
-        return jnp.sum(batched(flat.reshape(n, dim), xj))
+        return jnp.sum(batched(flat.reshape(n, dim), data))
 
     rng = np.random.default_rng(seed)
-    init = prior_positions(prior_model, n * chains, seed=int(rng.integers(2**31)))
     res = run_chains(
         jax.random.key(int(rng.integers(2**31))),
         logdensity_fn,
-        init.reshape(chains, n * dim),
+        np.asarray(init).reshape(chains, n * dim),
         kernel=kernel,
         num_warmup=num_warmup,
         num_samples=num_samples,
@@ -91,8 +84,7 @@ def mcmc_posterior(estimator, jm, prior_model, x, seed, chains, num_warmup, num_
     )
     z = jnp.asarray(res.positions).reshape(chains, num_samples, n, dim)
     z = jnp.moveaxis(z, 2, 0).reshape(n, chains * num_samples, dim)  # (N, L, D)
-    lp_draws = jax.jit(jax.vmap(jax.vmap(logpost_one, (0, None)), (0, 0)))(z, xj)
-    th = jax.jit(jax.vmap(jax.vmap(theta_of)))(z)
+    lp_draws = jax.jit(jax.vmap(jax.vmap(logpost_one, (0, None)), (0, 0)))(z, data)
     info = {
         "sampler": f"pymc_sbi.samplers.run_chains({kernel!r}), product posterior",
         "chains": chains,
@@ -103,7 +95,35 @@ def mcmc_posterior(estimator, jm, prior_model, x, seed, chains, num_warmup, num_
     for key in ("n_steps", "diverging"):
         if key in res.sample_stats:
             info[f"mean_{key}"] = float(np.mean(np.asarray(res.sample_stats[key])))
-    return np.asarray(th), np.asarray(lp_draws), logpost_one, info
+    return z, np.asarray(lp_draws), info
+
+
+def mcmc_posterior(estimator, jm, prior_model, x, seed, chains, num_warmup, num_samples, kernel,
+                    progress, sampler_options):  # fmt: skip
+    """Sample all datasets' posteriors as one product posterior; see the module docstring.
+
+    Returns ``(theta (N, L, d), log density at draws (N, L), logpost_one, info)``.
+    """
+    from pymc_sbi.jaxmodel import prior_positions
+
+    spec = estimator.spec
+    n = x.shape[0]
+    loglik = _loglik_fn(estimator)
+
+    def theta_of(z):
+        return spec.flatten(jm.constrained_fn(z), xp=jnp)
+
+    def logpost_one(z, x_n):
+        return jm.logdensity_fn(z) + loglik(x_n, theta_of(z)).astype(z.dtype)
+
+    rng = np.random.default_rng(seed)
+    init = prior_positions(prior_model, n * chains, seed=int(rng.integers(2**31)))
+    z, lp_draws, info = sample_product(
+        logpost_one, x, init, int(rng.integers(2**31)), chains, num_warmup, num_samples, kernel,
+        progress, sampler_options,
+    )  # fmt: skip
+    th = jax.jit(jax.vmap(jax.vmap(theta_of)))(z)
+    return np.asarray(th), lp_draws, logpost_one, info
 
 
 def posterior_draws(

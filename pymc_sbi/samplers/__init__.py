@@ -13,7 +13,7 @@ IMH proposals: :class:`GaussianProposal` / :func:`fit_gaussian` and
 space, log-Jacobian included).
 """
 
-from pymc_sbi.samplers.api import initial_positions, sample
+from pymc_sbi.samplers.api import initial_positions, resample_positions, sample
 from pymc_sbi.samplers.driver import ChainResult, TunedParameters, run_chains
 from pymc_sbi.samplers.kernels import KERNELS, KernelSpec, get_kernel, register_kernel
 from pymc_sbi.samplers.proposals import GaussianProposal, NPEProposal, fit_gaussian, npe_proposal
@@ -30,6 +30,7 @@ __all__ = [
     "initial_positions",
     "npe_proposal",
     "register_kernel",
+    "resample_positions",
     "run_chains",
     "sample",
 ]

@@ -20,23 +20,62 @@ import numpy as np
 import pymc as pm
 from xarray import DataTree
 
-from pymc_sbi.jaxmodel import jax_model, prior_positions, to_datatree
+from pymc_sbi.jaxmodel import jax_model, prior_logdensity_fn, prior_positions, to_datatree
 from pymc_sbi.samplers.driver import run_chains
 
-__all__ = ["initial_positions", "sample"]
+__all__ = ["initial_positions", "resample_positions", "sample"]
+
+
+def resample_positions(
+    jm, chains: int, seed: int, num_candidates: int | None = None, chunk: int = 8192
+) -> np.ndarray:
+    r"""``chains`` starting points by sampling-importance-resampling from the prior.
+
+    ``num_candidates`` (default ``max(10_000, 10 * chains)``) joint prior draws
+    :math:`z_i` are weighted by the likelihood,
+    :math:`w_i \propto \pi(z_i) / p_0(z_i)` (the model's log-density minus its
+    prior part, :func:`~pymc_sbi.jaxmodel.prior_logdensity_fn`), and ``chains``
+    of them are drawn with replacement in proportion to :math:`w_i` (sbi's
+    ``init_strategy="resample"``). The chains then start inside the posterior's
+    typical set, each mode weighted by its posterior mass up to the Monte-Carlo
+    error of the weights, so a short warm-up suffices even for a kernel that
+    moves slowly between regions (MALA, RMH).
+    """
+    n = int(num_candidates or max(10_000, 10 * chains))
+    if n < 1:
+        raise ValueError(f"num_candidates must be a positive integer, got {num_candidates}.")
+    z = prior_positions(jm.model, n, seed=seed)
+    log_prior = prior_logdensity_fn(jm)
+    log_lik = jax.jit(jax.vmap(lambda v: jm.logdensity_fn(v) - log_prior(v)))
+    logw = np.concatenate([np.asarray(log_lik(z[i : i + chunk])) for i in range(0, n, chunk)])
+    logw = np.where(np.isfinite(logw), logw, -np.inf)
+    if not np.isfinite(logw).any():
+        raise ValueError(
+            f"init='resample': none of the {n} prior draws has a finite likelihood; "
+            "pass init='prior' or an array of starting points."
+        )
+    p = np.exp(logw - logw.max())
+    p /= p.sum()
+    idx = np.random.default_rng(seed).choice(n, size=chains, replace=True, p=p)
+    return z[idx]
 
 
 def initial_positions(jm, init: Any, chains: int, seed: int) -> np.ndarray:
     """``(chains, dim)`` unconstrained starting points from ``init``.
 
-    ``"prior"``: one joint prior draw per chain; an array: ``(chains, dim)``
-    unconstrained positions (or ``(dim,)``, repeated); an object with
-    ``sample(rng_key, n)`` (an IMH proposal, e.g. an NPE posterior): its draws
-    (non-finite rows replaced by prior draws).
+    ``"prior"``: one joint prior draw per chain; ``"resample"``: prior draws
+    resampled by their likelihood (:func:`resample_positions`); an array:
+    ``(chains, dim)`` unconstrained positions (or ``(dim,)``, repeated); an
+    object with ``sample(rng_key, n)`` (an IMH proposal, e.g. an NPE
+    posterior): its draws (non-finite rows replaced by prior draws).
     """
     if isinstance(init, str):
+        if init == "resample":
+            return resample_positions(jm, chains, seed)
         if init != "prior":
-            raise ValueError(f"init must be 'prior', an array or a proposal, got {init!r}.")
+            raise ValueError(
+                f"init must be 'prior', 'resample', an array or a proposal, got {init!r}."
+            )
         return prior_positions(jm.model, chains, seed=seed)
     if hasattr(init, "sample"):
         z = np.array(init.sample(jax.random.key(seed), chains), dtype=float)
@@ -88,8 +127,12 @@ def sample(
         Integer seed (``None``: a random one). Same seed, same draws.
     init
         ``"prior"`` (each chain at its own joint prior draw: spreads chains over
-        the modes of a multimodal posterior), a ``(chains, dim)`` array of
-        unconstrained positions, or a proposal with ``sample(rng_key, n)``.
+        the modes of a multimodal posterior), ``"resample"`` (prior draws
+        resampled in proportion to their likelihood, sbi's default MCMC
+        initialisation: chains start in the typical set with the modes
+        weighted by their mass; :func:`resample_positions`), a
+        ``(chains, dim)`` array of unconstrained positions, or a proposal
+        with ``sample(rng_key, n)``.
     progressbar
         tqdm bars for warm-up and sampling.
     target_accept
