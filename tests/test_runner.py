@@ -110,7 +110,11 @@ def _snpe_batch(sims):
     "make",
     [
         pytest.param(lambda: ps.npe(ps.nn.maf(**TINY)), id="npe", marks=pytest.mark.slow),
-        pytest.param(lambda: ps.nre_b(ps.nn.mlp_classifier(hidden_features=8)), id="nre_b"),
+        pytest.param(
+            lambda: ps.nre_b(ps.nn.mlp_classifier(hidden_features=8)),
+            id="nre_b",
+            marks=pytest.mark.slow,
+        ),
         pytest.param(
             lambda: ps.nre_a(ps.nn.mlp_classifier(hidden_features=8)),
             id="nre_a",

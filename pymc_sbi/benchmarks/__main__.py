@@ -97,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     ens = sub.add_parser("ensemble", help="training time of an E-member ensemble vs one member")
     ens.add_argument("--members", type=int, nargs="+", default=[1, 5])
     ens.add_argument("--network", default="nsf", choices=["nsf", "maf", "mdn"])
+    ens.add_argument("--hidden-features", type=int, default=None)
+    ens.add_argument("--num-transforms", type=int, default=None)
     ens.add_argument("--simulations", type=int, default=10_000)
     ens.add_argument("--batch-size", type=int, default=200)
     ens.add_argument("--steps", type=int, default=500)
@@ -116,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
             run_ensemble_benchmark(
                 args.members,
                 network=args.network,
+                hidden_features=args.hidden_features,
+                num_transforms=args.num_transforms,
                 simulations=args.simulations,
                 batch_size=args.batch_size,
                 num_steps=args.steps,
