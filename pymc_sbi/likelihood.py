@@ -63,6 +63,7 @@ def NeuralLikelihood(
     covariates=None,
     dims=None,
     check_training_range: bool = True,
+    deduplicate: bool = True,
     **kwargs,
 ) -> pt.TensorVariable:
     r"""Add a neural likelihood term to the current ``pm.Model``.
@@ -92,6 +93,13 @@ def NeuralLikelihood(
     check_training_range
         Warn (:class:`~pymc_sbi.range_check.OutOfRangeWarning`) when constant
         observations or covariates lie outside the training range.
+    deduplicate
+        Evaluate the network once per distinct context (parameter group x
+        covariate values) instead of once per trial, when the estimator allows
+        it (an MDN, or MNLE with its default MDN flow), the observations and
+        covariates are constants and that cuts the work at least in half
+        (:mod:`pymc_sbi.dedup`). Same values and gradients; ``False`` always
+        evaluates per trial.
     **kwargs
         Passed to ``pm.CustomDist`` (e.g. ``shape``).
 
@@ -130,5 +138,6 @@ def NeuralLikelihood(
         label=f"{estimator.kind}_logp",
         covariates=covariates,
         dims=dims,
+        deduplicate=deduplicate,
         **kwargs,
     )

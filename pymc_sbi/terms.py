@@ -34,8 +34,10 @@ import pytensor
 import pytensor.tensor as pt
 from pytensor.tensor.type import TensorType
 
+from pymc_sbi.dedup import indexed_log_density, plan_contexts
 from pymc_sbi.estimator import Estimator
 from pymc_sbi.ops import enable_x64_for_pytensor, jax_op
+from pymc_sbi.range_check import constant_value
 
 __all__ = ["TermInfo", "align_batch", "estimator_term", "stack_params", "term_info"]
 
@@ -196,6 +198,32 @@ def check_observed(estimator: Estimator, observed) -> None:
         )
 
 
+def _context_plan(estimator: Estimator, observed, theta, covariates, batch_ndim: int):
+    """The :class:`~pymc_sbi.dedup.ContextPlan` of a term, or ``None`` (see :mod:`pymc_sbi.dedup`).
+
+    Needs constant observations and covariates (``pm.Data`` can change after
+    the term is built, so it is evaluated per trial).
+    """
+    if hasattr(observed, "get_value") or hasattr(covariates, "get_value"):
+        return None
+    obs = constant_value(observed)
+    if obs is None:
+        return None
+    cov = None
+    if covariates is not None:
+        cov = constant_value(covariates)
+        if cov is None:
+            return None
+        c = estimator.n_covariates
+        if c == 1 and (cov.ndim == 0 or cov.ndim == batch_ndim):
+            cov = cov[..., None]
+        nb = cov.ndim - 1
+        if 0 < nb < batch_ndim:
+            cov = np.expand_dims(cov, tuple(range(nb, batch_ndim)))
+    batch_shape = tuple(obs.shape[:batch_ndim])
+    return plan_contexts(estimator, batch_shape, tuple(theta.type.shape[:-1]), cov)
+
+
 def estimator_term(
     name: str,
     estimator: Estimator,
@@ -208,6 +236,7 @@ def estimator_term(
     correction=None,
     covariates=None,
     dims=None,
+    deduplicate: bool = False,
     **kwargs,
 ) -> pt.TensorVariable:
     """Build the ``pm.CustomDist`` of a neural term.
@@ -217,7 +246,10 @@ def estimator_term(
     ``random(theta, rng, size)`` (``random(theta, rng, size, covariates=...)``)
     draws observations with NumPy outputs; ``correction(theta)``, if given, is a
     PyTensor graph added to every observation's value (e.g. ``-log p_train(theta)``
-    for an NPE term). Layouts and covariates: see the module docstring.
+    for an NPE term). Layouts and covariates: see the module docstring. With
+    ``deduplicate``, a likelihood estimator whose network allows it is evaluated
+    once per distinct ``(parameter group, covariates)`` context
+    (:mod:`pymc_sbi.dedup`) when the layout and constant covariates make that pay.
     """
     theta = stack_params(estimator, params)
     check_observed(estimator, observed)
@@ -231,6 +263,14 @@ def estimator_term(
     cov = prepare_covariates(estimator, covariates, batch_ndim)
     if cov is not None and batch_ndim is not None:
         cov = align_batch(cov, batch_ndim)
+    if deduplicate and batch_ndim:
+        plan = _context_plan(estimator, observed, theta, covariates, batch_ndim)
+        if plan is not None:
+            indexed = indexed_log_density(estimator, plan)
+
+            def log_density(x, theta, covariates=None, _f=indexed):
+                return _f(x, theta)  # covariates are baked into the plan
+
     dummy = np.zeros(estimator.x_shape)  # carries the event shape for the signature
     core = ",".join(f"e{i}" for i in range(k))
 

@@ -39,7 +39,7 @@ def scaling_estimator(seed: int = 0):
     return ps.fit(ps.mnle(net), sims, seed=seed, max_epochs=1, progress=False)
 
 
-def _model(estimator, n_groups: int, n_trials: int, seed: int = 0):
+def _model(estimator, n_groups: int, n_trials: int, seed: int = 0, deduplicate: bool = True):
     import pymc_sbi as ps
     from pymc_sbi.benchmarks import race
 
@@ -59,15 +59,18 @@ def _model(estimator, n_groups: int, n_trials: int, seed: int = 0):
             observed=data["x"].reshape(n_groups, n_trials, 2),
             covariates=data["s"].reshape(n_groups, n_trials),
             check_training_range=False,
+            deduplicate=deduplicate,
         )
     return model
 
 
-def logp_grad_seconds(estimator, n_groups: int, n_trials: int, repeats: int = 50) -> float:
+def logp_grad_seconds(
+    estimator, n_groups: int, n_trials: int, repeats: int = 50, deduplicate: bool = True
+) -> float:
     """Median seconds of one jitted logp + gradient of the model (as numpyro calls it)."""
     from pymc.sampling.jax import get_jaxified_logp
 
-    model = _model(estimator, n_groups, n_trials)
+    model = _model(estimator, n_groups, n_trials, deduplicate=deduplicate)
     logp = get_jaxified_logp(model)
     fn = jax.jit(jax.value_and_grad(lambda xs: logp(xs)))
     point = model.initial_point()
@@ -81,9 +84,11 @@ def logp_grad_seconds(estimator, n_groups: int, n_trials: int, repeats: int = 50
     return float(np.median(times))
 
 
-def nuts_seconds(estimator, n_groups=100, n_trials=100, draws=1000, chains=4, seed=0) -> dict:
+def nuts_seconds(
+    estimator, n_groups=100, n_trials=100, draws=1000, chains=4, seed=0, deduplicate=True
+) -> dict:
     """Wall time of numpyro NUTS (compilation included) and the divergence count."""
-    model = _model(estimator, n_groups, n_trials)
+    model = _model(estimator, n_groups, n_trials, deduplicate=deduplicate)
     t0 = time.perf_counter()
     with model:
         idata = pm.sample(
@@ -106,16 +111,30 @@ def nuts_seconds(estimator, n_groups=100, n_trials=100, draws=1000, chains=4, se
 
 
 def run_scaling(nuts: bool = False, repeats: int = 50) -> str:
-    """Run the benchmark and return a Markdown report."""
+    """Run the benchmark and return a Markdown report.
+
+    Each size is timed twice: with the term's default one network pass per
+    distinct (subject, stimulus level) context (:mod:`pymc_sbi.dedup`) and with
+    ``deduplicate=False`` (one network pass per trial).
+    """
     est = scaling_estimator()
-    lines = ["| groups | trials/group | total trials | logp+grad (ms) |", "|---|---|---|---|"]
+    lines = [
+        "| groups | trials/group | total trials | logp+grad (ms), per distinct context "
+        "| logp+grad (ms), per trial |",
+        "|---|---|---|---|---|",
+    ]
     cost = {}
     for g, t in [(1, 10), (1, 100), (1, 1000), (1, 10000), (10, 100), (100, 100)]:
-        cost[(g, t)] = logp_grad_seconds(est, g, t, repeats)
-        lines.append(f"| {g} | {t} | {g * t} | {1e3 * cost[(g, t)]:.3f} |")
-    ratio = cost[(1, 1000)] / cost[(1, 10)]
+        for dedup in (True, False):
+            cost[(g, t, dedup)] = logp_grad_seconds(est, g, t, repeats, deduplicate=dedup)
+        lines.append(
+            f"| {g} | {t} | {g * t} | {1e3 * cost[(g, t, True)]:.3f} "
+            f"| {1e3 * cost[(g, t, False)]:.3f} |"
+        )
     lines.append("")
-    lines.append(f"1,000 trials / 10 trials cost ratio: {ratio:.2f} (target <= 3)")
+    for dedup, label in [(True, "per distinct context"), (False, "per trial")]:
+        ratio = cost[(1, 1000, dedup)] / cost[(1, 10, dedup)]
+        lines.append(f"1,000 trials / 10 trials cost ratio, {label}: {ratio:.2f} (target <= 3)")
     if nuts:
         res = nuts_seconds(est)
         lines.append(

@@ -49,7 +49,29 @@ import numpy as np
 
 from .made import compute_dtype, get_activation, prepare_inputs, unit_softplus
 
-__all__ = ["MDN", "mdn"]
+__all__ = ["MDN", "mdn", "mixture_log_prob"]
+
+
+def mixture_log_prob(
+    x: jax.Array, log_weights: jax.Array, means: jax.Array, precision_factors: jax.Array
+) -> jax.Array:
+    r"""Log density of a Gaussian mixture given its parameters (as :meth:`MDN.mixture` returns).
+
+    .. math:: \log q(x) = \mathrm{logsumexp}_k\Bigl(\log\pi_k
+        - \tfrac12 \lVert U_k^\top (x - \mu_k) \rVert^2 + \sum_i \log U_{k,ii}\Bigr)
+        - \tfrac d2 \log 2\pi
+
+    ``x`` ``(..., d)``, ``log_weights`` ``(..., K)``, ``means`` ``(..., K, d)``,
+    ``precision_factors`` ``(..., K, d, d)``; returns ``(...,)``. Split out of
+    :meth:`MDN.__call__` so that the mixture of a context can be computed once
+    and evaluated at many ``x`` (:mod:`pymc_sbi.dedup`).
+    """
+    diff = x[..., None, :] - means
+    y = jnp.einsum("...kij,...ki->...kj", precision_factors, diff)
+    log_diag = jnp.log(jnp.diagonal(precision_factors, axis1=-2, axis2=-1))
+    comp = -0.5 * jnp.sum(y**2, axis=-1) + jnp.sum(log_diag, axis=-1)
+    comp = comp - 0.5 * x.shape[-1] * math.log(2.0 * math.pi)
+    return jax.nn.logsumexp(log_weights + comp, axis=-1)
 
 
 class _MixtureHead(nn.Module):
@@ -149,13 +171,7 @@ class MDN(nn.Module):
         x, context = prepare_inputs(x, context)
         if x.shape[-1] != self.features:
             raise ValueError(f"MDN has features={self.features}, got x of shape {x.shape}")
-        log_w, means, factors = self.mixture(context)
-        diff = x[..., None, :] - means
-        y = jnp.einsum("...kij,...ki->...kj", factors, diff)
-        log_diag = jnp.log(jnp.diagonal(factors, axis1=-2, axis2=-1))
-        comp = -0.5 * jnp.sum(y**2, axis=-1) + jnp.sum(log_diag, axis=-1)
-        comp = comp - 0.5 * self.features * math.log(2.0 * math.pi)
-        return jax.nn.logsumexp(log_w + comp, axis=-1)
+        return mixture_log_prob(x, *self.mixture(context))
 
     def sample(self, rng_key: jax.Array, context: jax.Array) -> jax.Array:
         """One draw per context row: ``context`` ``(..., c)`` → ``(..., d)``."""

@@ -139,6 +139,36 @@ class MixedDensity(nn.Module):
         y = self.flow.sample(key_y, self._flow_context(context, k))
         return jnp.concatenate([y, k[..., None].astype(y.dtype)], axis=-1)
 
+    def context_terms(self, context: jax.Array):
+        r"""Everything the density needs from a context, for every category at once.
+
+        Only for an MDN flow, whose mixture depends on the context alone (not on
+        :math:`y`): with these, :math:`\log q(y, k \mid c)` at many trials that
+        share a context costs one network pass per context
+        (:mod:`pymc_sbi.dedup`).
+
+        Returns
+        -------
+        log_pi : Array ``(..., K)``
+            :math:`\log \pi_k(c)`.
+        mixture : tuple
+            The flow's :meth:`~pymc_sbi.nn.MDN.mixture` given ``(c, onehot(k))``
+            for each ``k``: ``(..., K, C)``, ``(..., K, C, m)``, ``(..., K, C, m, m)``.
+        """
+        self._check()
+        if not hasattr(self.flow, "mixture"):
+            raise TypeError(
+                f"context_terms needs an MDN flow, got {type(self.flow).__name__} (whose "
+                "density of y is not a function of the context alone)."
+            )
+        context = jnp.asarray(context)
+        context = context.astype(compute_dtype(context))
+        log_pi = jax.nn.log_softmax(self.logits(context), axis=-1)
+        K, lead = self.num_categories, context.shape[:-1]
+        eye = jnp.broadcast_to(jnp.eye(K, dtype=context.dtype), (*lead, K, K))
+        rows = jnp.broadcast_to(context[..., None, :], (*lead, K, context.shape[-1]))
+        return log_pi, self.flow.mixture(jnp.concatenate([rows, eye], axis=-1))
+
     def category_log_probs(self, context: jax.Array) -> jax.Array:
         r""":math:`\log \pi(c)`, shape ``(..., K)``."""
         self._check()
