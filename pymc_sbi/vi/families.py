@@ -17,9 +17,11 @@ Families
     :math:`\theta = \mu + L \varepsilon` with :math:`L` lower triangular,
     positive diagonal :math:`\exp(\mathrm{diag}\,R)`, so :math:`\Sigma = L L^\top`.
 ``maf``, ``nsf`` (normalising flows)
-    :math:`\theta = \mu + \sigma \odot T(\varepsilon; c)`, where :math:`T` is the
+    :math:`\theta = \mu + L\,T(\varepsilon; c)`, where :math:`T` is the
     project's autoregressive flow (:class:`~pymc_sbi.nn.MAF` / :class:`~pymc_sbi.nn.NSF`)
-    used in its cheap direction, ``module.transform``: one MADE pass per layer.
+    used in its cheap direction, ``module.transform``: one MADE pass per layer,
+    and :math:`L` is lower triangular with positive diagonal, parameterised as
+    for ``gaussian`` (``params = {"loc", "tril_raw", "flow"}``).
     This is the *inverse autoregressive* use of the flow (Kingma et al., 2016),
     the right one for VI, whose losses need samples and the density *of those
     samples*:
@@ -28,17 +30,28 @@ Families
 
         \log q(\theta) = \log\mathcal N(\varepsilon; 0, I)
             - \log\left|\det \partial T / \partial\varepsilon\right|
-            - \textstyle\sum_i \log\sigma_i .
+            - \textstyle\sum_i \log L_{ii} .
 
-    ``log_prob`` at an arbitrary ``theta`` inverts :math:`T` by the flow's
-    exact fixed-point sweeps (``D`` MADE passes per layer), which only the
-    forward-KL loss, the sticking-the-landing gradient and user calls need.
-    The outer diagonal affine :math:`(\mu, \sigma)` carries the location and
-    scale (set from the prior by warm-up), so the flow itself works on a
-    standardised variable, as the spline flow's tail bound expects. The flow
-    starts at the identity, so an untrained flow family is the diagonal Gaussian
-    :math:`\mathcal N(\mu, \mathrm{diag}\,\sigma^2)`. The optional ``context``
-    ``(n, c)`` makes the flow conditional (amortised VI).
+    ``log_prob`` at an arbitrary ``theta`` solves :math:`L u = \theta - \mu` and
+    inverts :math:`T` by the flow's exact fixed-point sweeps (``D`` MADE passes
+    per layer), which only the forward-KL loss, the sticking-the-landing
+    gradient and user calls need. The outer full-rank affine :math:`(\mu, L)`
+    carries the location, scale and linear correlation, so the flow works on a
+    standardised (whitened) variable, as the spline flow's tail bound expects:
+    the spline is the identity outside :math:`[-B, B]`, so a draw whose
+    :math:`\varepsilon` stays beyond :math:`\pm B` through every layer is
+    mapped as by the Gaussian :math:`\mathcal N(\mu, L L^\top)`. ``init`` takes marginal
+    scales ``(D,)`` or a Cholesky factor ``(D, D)`` (warm-up passes the factor
+    of the prior draws' covariance). The flow starts at the identity, so an
+    untrained flow family is the Gaussian :math:`\mathcal N(\mu, L L^\top)`.
+    The optional ``context`` ``(n, c)`` makes the flow conditional (amortised
+    VI); :math:`(\mu, L)` does not depend on it.
+
+    For the body of :math:`q` the affine and the flow are interchangeable (a
+    spline can shift and shrink inside :math:`[-B, B]`), so they are not
+    identified; :func:`~pymc_sbi.vi.fit_vi` therefore fits :math:`(\mu, L)` first
+    under the mass-covering divergences (its ``pretrain_iters``), or the flow
+    absorbs the scale and :math:`q` keeps the warm-up's wide tails.
 
 References
 ----------
@@ -111,6 +124,41 @@ def _no_context(name: str, context: Any) -> None:
         )
 
 
+def _tril_raw(scale: Any, dim: int) -> jax.Array:
+    """Unconstrained lower-triangular parameter: strictly lower part as is, log diagonal.
+
+    ``scale`` is a Cholesky factor ``(D, D)`` or marginal scales (scalar or ``(D,)``).
+    """
+    scale = jnp.asarray(scale, dtype=float)
+    if scale.ndim == 2:  # a Cholesky factor (from warm-up on prior draws)
+        if scale.shape != (dim, dim):
+            raise ValueError(f"A matrix scale must have shape ({dim}, {dim}), got {scale.shape}.")
+        return jnp.tril(scale, -1) + jnp.diag(jnp.log(jnp.diag(scale)))
+    return jnp.diag(jnp.log(_as_vector(scale, dim, "scale")))
+
+
+def _tril(params: Any) -> jax.Array:
+    """The lower-triangular ``L`` (positive diagonal) of ``params["tril_raw"]``."""
+    raw = params["tril_raw"]
+    return jnp.tril(raw, -1) + jnp.diag(jnp.exp(jnp.diag(raw)))
+
+
+def _log_det_tril(params: Any) -> jax.Array:
+    return jnp.sum(jnp.diag(params["tril_raw"]))
+
+
+def _affine(params: Any, u: jax.Array) -> jax.Array:
+    """``loc + L u`` over the last axis."""
+    return params["loc"] + u @ _tril(params).T
+
+
+def _affine_inverse(params: Any, theta: jax.Array, dim: int) -> jax.Array:
+    """``L^{-1} (theta - loc)`` over the last axis."""
+    diff = theta - params["loc"]
+    flat = diff.reshape(-1, dim)
+    return solve_triangular(_tril(params), flat.T, lower=True).T.reshape(diff.shape)
+
+
 def gaussian_diag(dim: int) -> Family:
     """Mean-field Gaussian family (see the module docstring)."""
 
@@ -140,39 +188,23 @@ def gaussian(dim: int) -> Family:
 
     def init(rng_key, loc, scale):
         del rng_key
-        scale = jnp.asarray(scale, dtype=float)
-        if scale.ndim == 2:  # a Cholesky factor (from warm-up on prior draws)
-            if scale.shape != (dim, dim):
-                raise ValueError(
-                    f"A matrix scale must have shape ({dim}, {dim}), got {scale.shape}."
-                )
-            raw = jnp.tril(scale, -1) + jnp.diag(jnp.log(jnp.diag(scale)))
-        else:
-            raw = jnp.diag(jnp.log(_as_vector(scale, dim, "scale")))
-        return {"loc": _as_vector(loc, dim, "loc"), "tril_raw": raw}
-
-    def _tril(params):
-        raw = params["tril_raw"]
-        return jnp.tril(raw, -1) + jnp.diag(jnp.exp(jnp.diag(raw)))
+        return {"loc": _as_vector(loc, dim, "loc"), "tril_raw": _tril_raw(scale, dim)}
 
     def sample_and_log_prob(params, rng_key, n, context=None):
         _no_context("gaussian", context)
         eps = jax.random.normal(rng_key, (n, dim), dtype=params["loc"].dtype)
-        theta = params["loc"] + eps @ _tril(params).T
-        return theta, _std_normal_log_prob(eps) - jnp.sum(jnp.diag(params["tril_raw"]))
+        return _affine(params, eps), _std_normal_log_prob(eps) - _log_det_tril(params)
 
     def log_prob(params, theta, context=None):
         _no_context("gaussian", context)
-        diff = jnp.asarray(theta) - params["loc"]
-        flat = diff.reshape(-1, dim)
-        eps = solve_triangular(_tril(params), flat.T, lower=True).T.reshape(diff.shape)
-        return _std_normal_log_prob(eps) - jnp.sum(jnp.diag(params["tril_raw"]))
+        eps = _affine_inverse(params, jnp.asarray(theta), dim)
+        return _std_normal_log_prob(eps) - _log_det_tril(params)
 
     return Family("gaussian", dim, init, sample_and_log_prob, log_prob)
 
 
 def flow_family(name: str, dim: int, context_dim: int = 0, **flow_kwargs: Any) -> Family:
-    """A ``maf``/``nsf`` flow behind a learned diagonal affine (module docstring).
+    """A ``maf``/``nsf`` flow behind a learned full-rank affine (module docstring).
 
     ``flow_kwargs`` go to :func:`pymc_sbi.nn.maf` / :func:`pymc_sbi.nn.nsf`
     (e.g. ``num_transforms=3, hidden_features=32``).
@@ -195,26 +227,24 @@ def flow_family(name: str, dim: int, context_dim: int = 0, **flow_kwargs: Any) -
         return context
 
     def init(rng_key, loc, scale):
-        loc = _as_vector(loc, dim, "loc")
         flow = module.init(rng_key, jnp.zeros((1, dim)), jnp.zeros((1, context_dim)))
-        return {"loc": loc, "log_scale": jnp.log(_as_vector(scale, dim, "scale")), "flow": flow}
+        return {"loc": _as_vector(loc, dim, "loc"), "tril_raw": _tril_raw(scale, dim), "flow": flow}
 
     def sample_and_log_prob(params, rng_key, n, context=None):
         dtype = params["loc"].dtype
         context = _context(context, (n,), dtype)
         eps = jax.random.normal(rng_key, (*context.shape[:-1], dim), dtype=dtype)
         u, log_det = module.apply(params["flow"], eps, context, method="transform")
-        theta = params["loc"] + jnp.exp(params["log_scale"]) * u
-        log_q = _std_normal_log_prob(eps) - log_det - jnp.sum(params["log_scale"])
-        return theta, log_q
+        log_q = _std_normal_log_prob(eps) - log_det - _log_det_tril(params)
+        return _affine(params, u), log_q
 
     def log_prob(params, theta, context=None):
         theta = jnp.asarray(theta, dtype=params["loc"].dtype)
-        u = (theta - params["loc"]) * jnp.exp(-params["log_scale"])
+        u = _affine_inverse(params, theta, dim)
         context = _context(context, u.shape[:-1], u.dtype)
         eps = module.apply(params["flow"], u, context, method="inverse")
         _, log_det = module.apply(params["flow"], eps, context, method="transform")
-        return _std_normal_log_prob(eps) - log_det - jnp.sum(params["log_scale"])
+        return _std_normal_log_prob(eps) - log_det - _log_det_tril(params)
 
     return Family(name, dim, init, sample_and_log_prob, log_prob, context_dim)
 

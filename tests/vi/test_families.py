@@ -24,6 +24,7 @@ def _params(name, context_dim=0, noise=0.2):
     if name == "gaussian":
         params["tril_raw"] = params["tril_raw"].at[1, 0].set(0.7)
     if name in ("maf", "nsf"):  # move the flow away from its identity initialisation
+        params["tril_raw"] = params["tril_raw"].at[1, 0].set(0.7)  # and shear the outer affine
         leaves, tree = jax.tree.flatten(params["flow"])
         rng = np.random.default_rng(1)
         leaves = [leaf + noise * rng.normal(size=leaf.shape) for leaf in leaves]
@@ -62,6 +63,18 @@ def test_init_is_the_diagonal_gaussian(name):
     expected = np.sum(
         -0.5 * ((theta - LOC) / SCALE) ** 2 - np.log(SCALE) - 0.5 * np.log(2 * np.pi), -1
     )
+    np.testing.assert_allclose(fam.log_prob(params, theta), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["gaussian", "maf", "nsf"])
+def test_init_from_a_cholesky_factor(name):
+    """A matrix scale L (warm-up of these families) gives N(loc, L L^T) at init."""
+    fam = make_family(name, 2, **(SMALL_FLOW if name != "gaussian" else {}))
+    chol = np.array([[2.0, 0.0], [0.7, 0.5]])
+    params = fam.init(jax.random.key(0), LOC, chol)
+    theta = np.array([[0.0, 0.0], [3.0, -2.0]])
+    eps = np.linalg.solve(chol, (theta - LOC).T).T
+    expected = np.sum(-0.5 * eps**2 - 0.5 * np.log(2 * np.pi), -1) - np.log(np.diag(chol)).sum()
     np.testing.assert_allclose(fam.log_prob(params, theta), expected, rtol=1e-5, atol=1e-5)
 
 
