@@ -88,6 +88,41 @@ def within_chain_ess(idata, spec) -> float:
     return worst
 
 
+# Tasks with a 2-D uniform prior on [low, high]^2: there a ratio estimator's own
+# posterior p(theta) r(x_o, theta) is sampled exactly by grid quadrature, so its C2ST
+# measures the estimator without any sampler error.
+GRID_BOXES: dict[str, tuple[float, float]] = {"two_moons": (-1.0, 1.0)}
+
+
+def grid_posterior_samples(
+    log_density, low: float, high: float, n_draws: int, seed: int, n: int = 1201
+) -> np.ndarray:
+    """``n_draws`` exact draws from ``exp(log_density(theta))`` on the square ``[low, high]^2``.
+
+    ``log_density`` maps ``(m, 2)`` parameters to ``(m,)`` values (e.g.
+    ``lambda t: estimator.log_ratio(x_obs, t)`` for a uniform prior).  It is
+    evaluated on an ``n x n`` grid (1201: spacing 0.0017 on two_moons' prior,
+    a sixth of the crescent's width); grid points are drawn in proportion to
+    ``exp(log_density)`` and jittered uniformly within their cell.
+    """
+    axis = np.linspace(low, high, n)
+    h = axis[1] - axis[0]
+    theta = np.stack(np.meshgrid(axis, axis, indexing="ij"), -1).reshape(-1, 2)
+    theta = theta.astype(np.float32)
+    chunk = 200_000
+    logp = np.concatenate(
+        [
+            np.asarray(log_density(theta[i : i + chunk]), np.float64)
+            for i in range(0, len(theta), chunk)
+        ]
+    )
+    w = np.exp(logp - logp.max())
+    rng = np.random.default_rng(seed)
+    idx = rng.choice(len(theta), n_draws, p=w / w.sum())
+    draws = theta[idx] + rng.uniform(-h / 2, h / 2, (n_draws, 2))
+    return np.clip(draws, low, high)
+
+
 def posterior_matrix(idata, spec) -> np.ndarray:
     """Posterior draws of the spec's parameters as an ``(n_samples, d)`` matrix."""
     post = idata.posterior
@@ -185,6 +220,7 @@ SAMPLERS: dict[str, tuple] = {
     "hmc": (_blackjax("hmc"), 40),
     "mala": (_blackjax("mala"), 40),
     "mala-resample": (_blackjax("mala", init="resample"), 40),
+    "nuts-resample": (_blackjax("nuts", init="resample"), 40),
     "rmh": (_blackjax("rmh"), 40),
     "slice": (_blackjax("slice"), 40),
     "imh": (_blackjax("imh"), 40),
@@ -236,6 +272,9 @@ def sample_posterior(
       :func:`pymc_sbi.sample` with that kernel, chains (default 40) vmapped and
       started at prior draws; ``imh`` proposes from a Student-t fitted to a
       20-draw MALA pilot.
+    * ``mala-resample``, ``nuts-resample``: the same kernels from prior draws
+      resampled by their likelihood (``init="resample"``: chains start inside
+      the posterior's modes, in proportion to their mass).
 
     Returns ``(idata, chains, draws)``.
     """
@@ -247,6 +286,15 @@ def sample_posterior(
 
 
 METHODS = ("nle", "npe", "snpe", "snle", "snre", "nre_a", "nre_b", "nre_c", "bnre")
+# ratio_fit_options per NRE method (two_moons 10^4, grid C2ST over training seeds 1-3 in
+# docs/benchmarks.md): NRE-A's epochs are ~20x cheaper than NRE-C's and it needs more of
+# them; BNRE's balancing penalty fails at a high learning rate (grid C2ST 0.91-0.97 at 3e-2)
+NRE_FIT = {
+    "nre_a": {"epochs": 200, "learning_rate": 2e-2},
+    "nre_b": {},
+    "nre_c": {},
+    "bnre": {"epochs": 100, "learning_rate": 5e-3},
+}
 
 
 def make_objective(method: str, network: str):
@@ -264,7 +312,7 @@ def make_objective(method: str, network: str):
     if method == "snre":
         return None  # run_snre: NRE-C with the default classifier
     if method in ratio:
-        return ratio[method]()  # default classifier: residual-free MLP
+        return ratio[method]()  # default classifier: MLP, 2 x 50, ReLU
     raise ValueError(f"Unknown method {method!r}; available: {METHODS}.")
 
 
@@ -310,9 +358,15 @@ def run_benchmark(
     :func:`pymc_sbi.run_snle` / :func:`pymc_sbi.run_snre` (proposals: 40-chain
     ``ps.sample`` NUTS posteriors, or with ``truncation`` the prior truncated
     to their HPD region), then sample the last round's estimator like ``nle``;
-    ``train_s`` covers all rounds. ``ensemble=E > 1`` trains ``nle``/``npe``/NRE
-    estimators with :func:`pymc_sbi.fit_ensemble` (``E`` vmapped members, the
-    mixture used everywhere). Also returns the trained estimator and
+    ``train_s`` covers all rounds. NRE-A/B/C and BNRE train with
+    :func:`pymc_sbi.objectives.nre.ratio_fit_options` (Adam from a high
+    learning rate, cosine decay over a fixed number of epochs; per-method
+    settings in ``NRE_FIT``); on 2-D uniform-prior tasks (``GRID_BOXES``)
+    their rows also carry ``grid_c2st``, the C2ST of the trained ratio's
+    exact posterior (:func:`grid_posterior_samples`; not timed).
+    ``ensemble=E > 1`` trains ``nle``/``npe``/NRE estimators with
+    :func:`pymc_sbi.fit_ensemble` (``E`` vmapped members, the mixture used
+    everywhere). Also returns the trained estimator and
     ``{sampler: draws}``.
     """
     import arviz as az
@@ -320,6 +374,7 @@ def run_benchmark(
     import pymc_sbi as ps
     from pymc_sbi.benchmarks.tasks import get_task
     from pymc_sbi.diagnostics import c2st
+    from pymc_sbi.objectives.nre import ratio_fit_options
 
     if ensemble > 1 and method in ("snpe", "snle", "snre"):
         raise ValueError(f"--ensemble is for nle, npe and the NRE methods, not {method}.")
@@ -375,17 +430,28 @@ def run_benchmark(
             task.prior_model(), task.simulator, simulations, seed=seed, progress=progress
         )
         simulate_s = time.perf_counter() - t
+        # ratio classifiers: high learning rate, cosine decay, fixed epochs (see
+        # ratio_fit_options); nle/npe keep fit's defaults
+        fit_kwargs = ratio_fit_options(len(sims), **NRE_FIT[method]) if method in NRE_FIT else {}
+        if fit_kwargs:
+            lr, epochs = fit_kwargs["learning_rate"], fit_kwargs["max_epochs"]
+            extra["fit"] = f"adam {lr:g} cosine {epochs} ep"
         t, c = time.perf_counter(), _cpu()
         if ensemble > 1:
             estimator = ps.fit_ensemble(
-                objective, sims, members=ensemble, seed=seed + 1, progress=progress
+                objective, sims, members=ensemble, seed=seed + 1, progress=progress, **fit_kwargs
             )
             extra["ensemble"] = ensemble
         else:
-            estimator = ps.fit(objective, sims, seed=seed + 1, progress=progress)
+            estimator = ps.fit(objective, sims, seed=seed + 1, progress=progress, **fit_kwargs)
         train_s, train_cpu = time.perf_counter() - t, _cpu() - c
 
     reference = task.reference_samples(observation)
+    if method in NRE_FIT and task_name in GRID_BOXES:
+        grid = grid_posterior_samples(
+            lambda t: estimator.log_ratio(x_obs, t), *GRID_BOXES[task_name], n_posterior, seed
+        )
+        extra["grid_c2st"] = float(c2st(grid, reference, seed=seed, max_samples=c2st_samples))
     results, traces = [], {}
     direct = method in ("npe", "snpe")
     for i, sampler in enumerate(("direct",) if direct else samplers):
