@@ -19,7 +19,10 @@ POINT = {
 }
 
 
-def grouped_model(est, deduplicate, covariates=None):
+def grouped_model(est, deduplicate, covariates="design", observed=None, **kwargs):
+    """Per-subject parameters, data ``(J, T, 2)``; ``covariates=None`` for an estimator without."""
+    if isinstance(covariates, str):
+        covariates = DATA["s"].reshape(J, T)
     with pm.Model(coords={"subject": np.arange(J)}) as model:
         sigma = pm.Uniform("sigma", 0.3, 1.2)
         v = pm.Normal("v", 1.0, 0.3, dims="subject")
@@ -28,9 +31,10 @@ def grouped_model(est, deduplicate, covariates=None):
             "x",
             est,
             {"v": v, "b": b, "sigma": sigma},
-            observed=DATA["x"].reshape(J, T, 2),
-            covariates=DATA["s"].reshape(J, T) if covariates is None else covariates,
+            observed=DATA["x"].reshape(J, T, 2) if observed is None else observed,
+            covariates=covariates,
             deduplicate=deduplicate,
+            **kwargs,
         )
     return model
 
@@ -122,19 +126,10 @@ def test_ensemble_and_nle_mdn_match_per_trial_evaluation():
     assert supports_deduplication(nle)
 
     def model(deduplicate):
-        with pm.Model(coords={"subject": np.arange(J)}) as m:
-            sigma = pm.Uniform("sigma", 0.3, 1.2)
-            v = pm.Normal("v", 1.0, 0.3, dims="subject")
-            b = pm.Normal("b", -0.5, 0.3, dims="subject")
-            ps.NeuralLikelihood(
-                "x",
-                nle,
-                {"v": v, "b": b, "sigma": sigma},
-                observed=DATA["x"][:, :1].reshape(J, T, 1),
-                deduplicate=deduplicate,
-                check_training_range=False,
-            )
-        return m
+        obs = DATA["x"][:, :1].reshape(J, T, 1)
+        return grouped_model(
+            nle, deduplicate, covariates=None, observed=obs, check_training_range=False
+        )
 
     assert_same(model(True), model(False), POINT)
 
