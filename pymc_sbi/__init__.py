@@ -49,6 +49,7 @@ from pymc_sbi.range_check import OutOfRangeWarning, check_posterior_range, check
 from pymc_sbi.ratio import NeuralRatio
 from pymc_sbi.runner import Runner, RunResult, steps_per_epoch
 from pymc_sbi.samplers import sample
+from pymc_sbi.schedule import cosine_fit_options
 from pymc_sbi.sequential import (
     SequentialData,
     SNPEResult,
@@ -96,6 +97,7 @@ __all__ = [
     "bnre",
     "check_posterior_range",
     "check_range",
+    "cosine_fit_options",
     "diagnostics",
     "disagreement_summary",
     "draw_covariates",

@@ -44,7 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from pymc_sbi.estimator import Estimator
-from pymc_sbi.nn.mdn import MDN, mixture_log_prob
+from pymc_sbi.nn.mdn import MDN, mixture_offsets, offset_log_prob
 from pymc_sbi.objectives.mnle import _continuous
 from pymc_sbi.standardize import Standardization
 
@@ -147,19 +147,21 @@ def _context_log_prob(kind, module, params, std: Standardization, x, context, in
     """Per-trial log density ``(N,)`` from distinct ``context`` ``(U, d + c)`` and ``index``."""
     zc = std.theta(context)
     if kind == "nle":
-        mix = module.apply(params, zc, method="mixture")
-        return mixture_log_prob(std.x(x), *_gather(mix, index)) + std.x_log_det()
-    # mnle: x = (y..., k); rows of the per-(context, category) table are u * K + k
+        log_w, means, factors = module.apply(params, zc, method="mixture")
+        table = (mixture_offsets(log_w, factors), means, factors)
+        return offset_log_prob(std.x(x), *_gather(table, index)) + std.x_log_det()
+    # mnle: x = (y..., k); rows of the per-(context, category) table are u * K + k, and
+    # log pi_k joins each component's offset: log q(y, k) = logsumexp_j(log pi_k + o_kj - ...)
     y, k_raw = x[..., :-1], x[..., -1]
     u, log_jac, valid = _continuous(module, y)
     z = (u - std.x_mean[:-1]) / std.x_std[:-1]
-    log_pi, mix = module.apply(params, zc, method="context_terms")
+    log_pi, (log_w, means, factors) = module.apply(params, zc, method="context_terms")
     K = module.num_categories
     k = jnp.clip(jnp.round(k_raw), 0, K - 1).astype(jnp.int32)
     valid = valid & (k_raw == k.astype(k_raw.dtype)) & (k_raw >= 0)
-    table = [a.reshape(-1, *a.shape[2:]) for a in (log_pi, *mix)]  # (U * K, ...)
-    lp_k, *mix_k = _gather(table, index * K + k)
-    lp = lp_k + mixture_log_prob(z, *mix_k)
+    offsets = log_pi[..., None] + mixture_offsets(log_w, factors)  # (U, K, C)
+    table = [a.reshape(-1, *a.shape[2:]) for a in (offsets, means, factors)]  # (U * K, ...)
+    lp = offset_log_prob(z, *_gather(table, index * K + k))
     return jnp.where(valid, lp + std.x_log_det() + log_jac, -jnp.inf)
 
 

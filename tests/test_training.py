@@ -143,7 +143,26 @@ def test_split_and_batches():
 
 
 def test_training_under_both_x64_settings(lg_sims, x64):
-    """Training runs in float32 whatever the x64 flag; the estimator is float32."""
-    est = ps.fit(ps.nle(ps.nn.maf(**SMALL)), lg_sims, seed=0, max_epochs=2, progress=False)
-    assert est.dtype == jnp.float32
+    """Training runs in float32 whatever the x64 flag; the estimator is float32.
+
+    Every stored parameter too: MADE's masked layers once created float64
+    kernels under x64 (``import pymc.sampling.jax`` turns it on), which made
+    NSF/MAF training ~1.5x slower and seed-for-seed different.
+    """
+    for net in (ps.nn.maf(**SMALL), ps.nn.nsf(**SMALL)):
+        est = ps.fit(ps.nle(net), lg_sims, seed=0, max_epochs=2, progress=False)
+        assert est.dtype == jnp.float32
+        assert {leaf.dtype for leaf in jax.tree.leaves(est.params)} == {jnp.dtype(jnp.float32)}
     assert est.log_prob(np.zeros(2), np.zeros(2)).dtype == jnp.float64  # float64 in, out
+
+
+def test_cosine_fit_options_fixed_schedule(lg_sims):
+    """A fixed epoch budget: no early stopping, the best epoch still kept."""
+    n = len(lg_sims)
+    opts = ps.cosine_fit_options(n, epochs=3, learning_rate=1e-2, batch_size=250)
+    assert opts["max_epochs"] == opts["patience"] == 3
+    est = ps.fit(ps.nle(ps.nn.maf(**SMALL)), lg_sims, seed=0, progress=False, **opts)
+    assert est.history["epochs"] == 3
+    assert est.history["stop_reason"] == "max_epochs"
+    with pytest.raises(ValueError, match="epochs"):
+        ps.cosine_fit_options(n, epochs=0, learning_rate=1e-3)

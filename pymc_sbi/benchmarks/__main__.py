@@ -86,6 +86,12 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="subsample each set for C2ST (default: all, as sbibm)",
     )
+    run.add_argument(
+        "--fit-defaults",
+        action="store_true",
+        help="train npe and the NRE methods with ps.fit's defaults instead of their "
+        "cosine-decay recipes (NPE_FIT / NRE_FIT in pymc_sbi.benchmarks.runner)",
+    )
     run.add_argument("--json", action="store_true", help="one JSON object per line")
     run.add_argument("--progress", action="store_true")
     from pymc_sbi.benchmarks.sbc import add_sbc_parser, main_sbc
@@ -154,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
             chains=args.chains,
             draws=args.draws,
             ensemble=args.ensemble,
+            fit_defaults=args.fit_defaults,
         )
         for r in results:
             row = r.as_dict()

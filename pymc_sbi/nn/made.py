@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -121,12 +122,17 @@ class MaskedDense(nn.Module):
     zero_init : bool
         Initialise kernel and bias at zero (used for the output layer so that
         a fresh flow is the identity).
+    param_dtype : dtype
+        Dtype of the stored kernel and bias (float32 like ``flax.linen.Dense``,
+        also under ``jax_enable_x64``, which ``import pymc.sampling.jax`` turns
+        on; the layer computes in the input's dtype).
     """
 
     in_degrees: tuple[int, ...]
     out_degrees: tuple[int, ...]
     strict: bool = False
     zero_init: bool = False
+    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -135,8 +141,8 @@ class MaskedDense(nn.Module):
         mask = (dout > din) if self.strict else (dout >= din)
         kernel_init = nn.initializers.zeros if self.zero_init else nn.initializers.lecun_normal()
         shape = (len(self.in_degrees), len(self.out_degrees))
-        kernel = self.param("kernel", kernel_init, shape)
-        bias = self.param("bias", nn.initializers.zeros, (shape[1],))
+        kernel = self.param("kernel", kernel_init, shape, self.param_dtype)
+        bias = self.param("bias", nn.initializers.zeros, (shape[1],), self.param_dtype)
         masked = kernel.astype(x.dtype) * jnp.asarray(mask, dtype=x.dtype)
         return x @ masked + bias.astype(x.dtype)
 

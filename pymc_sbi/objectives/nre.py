@@ -87,6 +87,7 @@ from pymc_sbi.objectives.base import (
     cast_batch,
     new_train_state,
 )
+from pymc_sbi.schedule import cosine_fit_options
 from pymc_sbi.standardize import Standardization, fit_standardization
 
 __all__ = [
@@ -491,6 +492,7 @@ def ratio_fit_options(
 ) -> dict:
     r"""Keyword arguments for :func:`~pymc_sbi.fit` that train a ratio classifier fast and sharp.
 
+    :func:`pymc_sbi.cosine_fit_options` with settings for ratio classifiers:
     Adam with a learning rate that starts high and decays along a cosine to
     ``final_fraction`` of it over exactly ``epochs`` epochs (no early
     stopping; :func:`~pymc_sbi.fit` still returns the epoch with the lowest
@@ -531,19 +533,11 @@ def ratio_fit_options(
         ``validation_fraction``, ``max_epochs`` and ``patience``, for
         :func:`~pymc_sbi.fit` or :func:`~pymc_sbi.fit_ensemble`.
     """
-    n = int(num_simulations)
-    epochs = int(epochs)
-    if epochs < 1:
-        raise ValueError(f"epochs must be >= 1, got {epochs}.")
-    n_val = max(1, round(validation_fraction * n)) if validation_fraction > 0 else 0
-    n_train = max(n - n_val, 1)
-    steps_per_epoch = max(n_train // min(int(batch_size), n_train), 1)
-    schedule = optax.cosine_decay_schedule(learning_rate, epochs * steps_per_epoch, final_fraction)
-    return {
-        "optimizer": optax.adam(schedule),
-        "learning_rate": learning_rate,
-        "batch_size": int(batch_size),
-        "validation_fraction": validation_fraction,
-        "max_epochs": epochs,
-        "patience": epochs,
-    }
+    return cosine_fit_options(
+        num_simulations,
+        epochs=epochs,
+        learning_rate=learning_rate,
+        batch_size=batch_size,
+        validation_fraction=validation_fraction,
+        final_fraction=final_fraction,
+    )
