@@ -513,25 +513,10 @@ def ratio_fit_options(
     learning_rate=2e-2``); BNRE's balancing penalty does not tolerate a high
     rate (use about ``learning_rate=5e-3, epochs=100``).
 
-    Parameters
-    ----------
-    num_simulations
-        Number of simulations passed to ``fit`` (sets the steps per epoch).
-    epochs
-        Epochs, also the length of the decay.
-    learning_rate
-        Peak (initial) learning rate.
-    batch_size, validation_fraction
-        As in :func:`~pymc_sbi.fit` (needed here to count the steps).
-    final_fraction
-        Final learning rate as a fraction of the initial one.
-
-    Returns
-    -------
-    dict
-        ``optimizer``, ``learning_rate`` (recorded only), ``batch_size``,
-        ``validation_fraction``, ``max_epochs`` and ``patience``, for
-        :func:`~pymc_sbi.fit` or :func:`~pymc_sbi.fit_ensemble`.
+    Parameters and return value are those of :func:`pymc_sbi.cosine_fit_options`
+    (the same dict, usable with :func:`~pymc_sbi.fit` or
+    :func:`~pymc_sbi.fit_ensemble`), with defaults for ratio classifiers:
+    ``epochs=40``, ``learning_rate=3e-2``.
     """
     return cosine_fit_options(
         num_simulations,
