@@ -76,8 +76,9 @@ def offset_log_prob(
     ``precision_factors`` ``(..., K, d, d)``; returns ``(...,)``. The product
     :math:`U_k^\top (x - \mu_k)` is written as a broadcast multiply and sum,
     not a batched matrix product: for the small ``d`` of an MDN, XLA's CPU
-    backend runs millions of tiny matrix products far slower than the same
-    arithmetic elementwise.
+    backend runs many tiny matrix products slower than the same arithmetic
+    elementwise (10,000 points, 5 components, d = 1: value and gradient 0.59
+    ms against 0.80 ms).
     """
     diff = x[..., None, :] - means  # (..., K, d)
     y = jnp.sum(precision_factors * diff[..., :, None], axis=-2)  # y_j = sum_i U_ij diff_i
