@@ -81,8 +81,9 @@ def train_validation_split(rng_key, batch: dict[str, Any], validation_fraction: 
     if n - n_val < 1:
         raise ValueError(f"Too few simulations ({n}) to hold out a validation set.")
     perm = np.asarray(jax.random.permutation(rng_key, n))
-    data = {k: jnp.asarray(v) for k, v in batch.items()}
-    return take(data, perm[n_val:]), take(data, perm[:n_val])
+    data = {k: np.asarray(v) for k, v in batch.items()}  # numpy rows: no gather to compile
+    train, val = take(data, perm[n_val:]), take(data, perm[:n_val])
+    return jax.tree.map(jnp.asarray, train), jax.tree.map(jnp.asarray, val)
 
 
 def epoch_batches(rng_key, n: int, batch_size: int):
@@ -108,6 +109,14 @@ def run_epoch(step, batch_size: int, rng_key, state: TrainState, data: dict[str,
 
     state, metrics = jax.lax.scan(body, state, (idx, keys))
     return state, jax.tree.map(jnp.mean, metrics)
+
+
+def _epoch_and_validation(
+    objective: Objective, batch_size: int, k_epoch, k_eval, state, train, val
+):
+    """One epoch and the validation loss after it, as one program (one compilation)."""
+    state, metrics = run_epoch(objective.step, batch_size, k_epoch, state, train)
+    return state, metrics["loss"], objective.evaluate(k_eval, state, val)["loss"]
 
 
 def early_stopping(
@@ -228,15 +237,13 @@ def fit(
         val = train
     tx = make_optimizer(optimizer, learning_rate, clip_norm)
     state = objective.init(k_init, train, tx)
-    epoch_fn = jax.jit(partial(run_epoch, objective.step, batch_size))
-    evaluate = jax.jit(objective.evaluate)
-
+    epoch_fn = jax.jit(partial(_epoch_and_validation, objective, batch_size))
     keys = {"loop": k_loop}
 
     def one_epoch(state):
         keys["loop"], k_epoch, k_eval = jax.random.split(keys["loop"], 3)
-        new_state, metrics = epoch_fn(k_epoch, state, train)
-        return new_state, float(metrics["loss"]), float(evaluate(k_eval, new_state, val)["loss"])
+        new_state, train_loss, val_loss = epoch_fn(k_epoch, k_eval, state, train, val)
+        return new_state, float(train_loss), float(val_loss)
 
     best_state, history = early_stopping(
         one_epoch, state, max_epochs, patience, progress=progress, desc=f"fit {objective.kind}"

@@ -166,3 +166,14 @@ def test_cosine_fit_options_fixed_schedule(lg_sims):
     assert est.history["stop_reason"] == "max_epochs"
     with pytest.raises(ValueError, match="epochs"):
         ps.cosine_fit_options(n, epochs=0, learning_rate=1e-3)
+
+
+def test_compiled_init_equals_flax_init():
+    """``init_params`` (one compiled program) gives ``module.init``'s parameters."""
+    from pymc_sbi.objectives.base import init_params
+
+    module = ps.nn.mlp_classifier().clone(features=3)
+    theta, x = jnp.ones((1, 2)), jnp.ones((1, 3))
+    key = jax.random.key(7)
+    compiled, eager = init_params(module, key, theta, x), module.init(key, theta, x)
+    assert _leaves_equal(compiled, eager, rtol=1e-6, atol=1e-7)

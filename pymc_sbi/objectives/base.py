@@ -17,6 +17,7 @@ loop built on them gives exactly what :func:`pymc_sbi.fit` gives.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any, NamedTuple
 
 import flax.linen as nn
@@ -33,6 +34,7 @@ __all__ = [
     "apply_gradients",
     "cast_batch",
     "flatten_x",
+    "init_params",
     "maximum_likelihood",
     "new_train_state",
 ]
@@ -104,6 +106,24 @@ def cast_batch(batch, dtype) -> tuple[jax.Array, jax.Array]:
     return theta, jnp.reshape(x, (x.shape[0], -1))
 
 
+@partial(jax.jit, static_argnums=0)
+def _init(module: nn.Module, rng_key, *example):
+    return module.init(rng_key, *example)
+
+
+def init_params(module: nn.Module, rng_key, *example):
+    """``module.init(rng_key, *example)`` as one compiled program.
+
+    Run eagerly, every layer's initialiser and every matmul of the example
+    forward pass compiles as its own program (~2 s for a 3-layer MLP in a
+    fresh process, most of it in ``truncated_normal``); compiled together it
+    is ~1.3 s. Flax modules hash by value, so equal modules with equal
+    example shapes reuse the program. Same key, same parameters as
+    ``module.init``.
+    """
+    return _init(module, rng_key, *example)
+
+
 def new_train_state(module, params, standardization, optimizer) -> TrainState:
     """A :class:`TrainState` at step 0 with a fresh optimizer state."""
     return TrainState(
@@ -147,7 +167,7 @@ def maximum_likelihood(kind: str, network: nn.Module, dtype, *, bind, log_prob) 
         theta, x = cast_batch(batch, dtype)
         standardization = fit_standardization(theta, x, dtype)
         module, example = bind(network, theta, x, standardization)
-        params = module.init(rng_key, *example)
+        params = init_params(module, rng_key, *example)
         return new_train_state(module, params, standardization, optimizer)
 
     def loss_fn(params, state: TrainState, batch):

@@ -31,6 +31,7 @@ from pymc_sbi.objectives.base import (
     TrainState,
     apply_gradients,
     cast_batch,
+    init_params,
     new_train_state,
 )
 from pymc_sbi.objectives.covariates import with_covariates
@@ -132,7 +133,7 @@ def mnle(network: nn.Module | None = None, *, dtype=jnp.float32) -> Objective:
         std = _standardization(
             module, batch["theta"], np.asarray(batch["x"]).reshape(x.shape), dtype
         )
-        params = module.init(rng_key, std.x(x[:1]) * 0, std.theta(theta[:1]))
+        params = init_params(module, rng_key, std.x(x[:1]) * 0, std.theta(theta[:1]))
         return new_train_state(module, params, std, optimizer)
 
     def loss_fn(params, state: TrainState, batch):

@@ -85,6 +85,7 @@ from pymc_sbi.objectives.base import (
     TrainState,
     apply_gradients,
     cast_batch,
+    init_params,
     new_train_state,
 )
 from pymc_sbi.schedule import cosine_fit_options
@@ -173,7 +174,7 @@ def _ratio_objective(
         standardization = fit_standardization(theta, x, dtype)
         module = network.clone(features=x.shape[-1])
         zt, zx = standardization.theta(theta[:1]), standardization.x(x[:1])
-        params = module.init(rng_key, zt, zx)
+        params = init_params(module, rng_key, zt, zx)
         return new_train_state(module, params, standardization, optimizer)
 
     def loss_fn(params, rng_key, state: TrainState, batch):

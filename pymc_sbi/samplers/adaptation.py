@@ -135,6 +135,42 @@ def to_u(scale: jax.Array, z: jax.Array) -> jax.Array:
     return z / scale
 
 
+def grad_to_z(scale: jax.Array, grad_u: jax.Array) -> jax.Array:
+    r"""``d log pi / dz = L^{-T} g_u`` from the gradient ``g_u = L^T g_z`` (rows ``(..., d)``)."""
+    if scale.ndim == 2:
+        flat = grad_u.reshape(-1, grad_u.shape[-1]).T
+        g = jax.scipy.linalg.solve_triangular(scale.T, flat, lower=False)
+        return g.T.reshape(grad_u.shape)
+    return grad_u / scale
+
+
+def grad_to_u(scale: jax.Array, grad_z: jax.Array) -> jax.Array:
+    r"""``d log pi / du = L^T g_z`` for ``z = L u`` (rows ``(..., d)``)."""
+    return grad_z @ scale if scale.ndim == 2 else grad_z * scale
+
+
+#: kernel-state fields :func:`rescale_states` knows how to move between preconditioners
+RESCALABLE_FIELDS = frozenset({"position", "logdensity", "logdensity_grad"})
+
+
+def rescale_states(states, old_scale: jax.Array, new_scale: jax.Array):
+    r"""Kernel states under ``old_scale`` re-expressed under ``new_scale``, without evaluating.
+
+    The point :math:`z = L_{old} u` stays put: :math:`u' = L_{new}^{-1} z`, the
+    log-density is unchanged (the dropped :math:`\log|\det L|` is constant) and
+    the gradient moves as :math:`g_{u'} = L_{new}^T L_{old}^{-T} g_u`. For states
+    whose fields are within :data:`RESCALABLE_FIELDS` (every BlackJAX state the
+    samplers use); the caller re-initialises any other state.
+    """
+    z = to_z(old_scale, states.position)
+    fields = {"position": to_u(new_scale, z)}
+    if "logdensity_grad" in states._fields:
+        fields["logdensity_grad"] = grad_to_u(
+            new_scale, grad_to_z(old_scale, states.logdensity_grad)
+        )
+    return states._replace(**fields)
+
+
 def slice_width_update(width: jax.Array, expansions: jax.Array, shrinks: jax.Array) -> jax.Array:
     """``w <- 2 w N_e / (N_e + N_c)``, smoothed (+1/2, +1) and clipped to a factor in [1/2, 2].
 

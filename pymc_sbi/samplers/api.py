@@ -47,7 +47,13 @@ def resample_positions(
     z = prior_positions(jm.model, n, seed=seed)
     log_prior = prior_logdensity_fn(jm)
     log_lik = jax.jit(jax.vmap(lambda v: jm.logdensity_fn(v) - log_prior(v)))
-    logw = np.concatenate([np.asarray(log_lik(z[i : i + chunk])) for i in range(0, n, chunk)])
+    # equal chunks of at most `chunk` (the last padded with copies of the first draw):
+    # one compilation
+    size = -(-n // -(-n // int(chunk)))
+    padded = np.concatenate([z, np.repeat(z[:1], -n % size, axis=0)])
+    logw = np.concatenate(
+        [np.asarray(log_lik(padded[i : i + size])) for i in range(0, len(padded), size)]
+    )[:n]
     logw = np.where(np.isfinite(logw), logw, -np.inf)
     if not np.isfinite(logw).any():
         raise ValueError(

@@ -1,14 +1,17 @@
-r"""Run many BlackJAX chains on one log-density: one compiled warm-up, one compiled sampler.
+r"""Run many BlackJAX chains on one log-density: warm-up and sampling in one compiled program.
 
 :func:`run_chains` is the pure-function layer under :func:`pymc_sbi.sample`:
 give it a JAX ``logdensity_fn`` of a flat vector, a key and an
 ``(chains, dim)`` array of starting points, pick a kernel by name, and get
 back the draws, the per-draw statistics and the tuned parameters. Chains are
 ``jax.vmap``-ed (a step of all chains is one batched call of the
-log-density), the warm-up and the sampling loops are each a ``lax.scan`` in
-one ``jax.jit`` program, cached on ``(logdensity_fn, kernel, options,
-shapes)``: calling again with the same function and shapes compiles nothing.
-"""
+log-density); warm-up and sampling are one ``lax.scan`` in one ``jax.jit``
+program, cached on ``(logdensity_fn, kernel, options, shapes)``: calling
+again with the same function and shapes compiles nothing. The log-density
+and its gradient appear in that program twice (the starting states and the
+step): the end of an adaptation window moves the states to the new
+preconditioner (:func:`~pymc_sbi.samplers.adaptation.rescale_states`)
+instead of re-evaluating them, which is what keeps compilation short."""
 
 from __future__ import annotations
 
@@ -100,108 +103,136 @@ def _progress(total: int, label: str) -> Callable[[jax.Array], None]:
     return tick
 
 
-def _warmup_impl(logdensity_fn, config: _Config, rng_key, positions, keys_slow_end):
+def _run_impl(logdensity_fn, config: _Config, rng_key, positions, schedule, num_samples):
+    """Warm-up and sampling as one ``lax.scan`` over ``num_warmup + num_samples`` steps.
+
+    One loop body holds the kernel step, the adaptation (applied only while
+    ``i < num_warmup``) and the write of draw ``i - num_warmup``; the
+    log-density and its gradient appear in the compiled program twice (the
+    initial states and the step) instead of six times in separate warm-up and
+    sampling programs (initial states, step, window-end and final
+    re-initialisations, starting log-densities; step). The kernel states must
+    not depend on the tuned scalar (true of every kernel in
+    :data:`~pymc_sbi.samplers.KERNELS`: a state is a position with its
+    log-density and gradient), so the last warm-up state continues unchanged
+    into sampling under the final tuned value.
+    """
     spec, options = get_kernel(config.kernel, dict(config.options))
     n_chains, dim = positions.shape
-    slow, end = keys_slow_end
-    num_steps = slow.shape[0]
+    slow, end = schedule
+    num_warmup = slow.shape[0]
+    total = num_warmup + num_samples
     da_init, da_update, da_final = _dual_averaging(config.target_accept or 0.5)
+    tunes_step = spec.adapt == "dual_averaging"
+    warm_key, sample_key = jax.random.split(rng_key)
+    keys = jnp.concatenate(
+        [jax.random.split(warm_key, num_warmup), jax.random.split(sample_key, num_samples)]
+    )
 
     def build(param, scale):
         return spec.build(_preconditioned(logdensity_fn, scale), param, dim, options)
 
+    def select(pred, new, old):
+        return jax.tree.map(lambda a, b: jnp.where(pred, a, b), new, old)
+
     scale0 = jnp.eye(dim) if config.dense else jnp.ones(dim)
     param0 = jnp.asarray(spec.initial_param(dim), float)
     states = jax.vmap(build(param0, scale0).init)(positions)
-    tick = _progress(num_steps, f"warm-up ({config.kernel})") if config.progress else None
+    init_lp = states.logdensity  # at the starting points (u = z while L = I)
+    rescalable = set(getattr(states, "_fields", ())) <= adapt.RESCALABLE_FIELDS
 
-    def one_step(carry, xs):
-        states, da, width, scale, acc, acc_sum = carry
-        key, is_slow, is_end, i = xs
-        param = jnp.exp(da.log_step_size) if spec.adapt == "dual_averaging" else width
-        alg = build(param, scale)
-        states, info = jax.vmap(alg.step)(jax.random.split(key, n_chains), states)
+    def step_and_stats(param, scale, key, states):
+        states, info = jax.vmap(build(param, scale).step)(jax.random.split(key, n_chains), states)
+        return states, info, spec.stats(states, info, param)
+
+    _, _, stats_shape = jax.eval_shape(step_and_stats, param0, scale0, keys[0], states)
+    draws = (
+        jnp.zeros((num_samples, n_chains, dim), positions.dtype),
+        jax.tree.map(lambda a: jnp.zeros((num_samples, *a.shape), a.dtype), stats_shape),
+    )
+    tick = _progress(total, f"warm-up + sampling ({config.kernel})") if config.progress else None
+
+    def end_window(args):
+        states, da, width, scale, acc = args
+        new_scale = adapt.precondition_from_covariance(adapt.covariance(acc))
+        new_param = jnp.exp(da.log_step_size)
+        if rescalable:  # move the states: no log-density evaluation in this branch
+            new_states = adapt.rescale_states(states, scale, new_scale)
+        else:
+            z = adapt.to_z(scale, states.position)
+            new_alg = build(new_param if tunes_step else width, new_scale)
+            new_states = jax.vmap(new_alg.init)(adapt.to_u(new_scale, z))
+        return new_states, da_init(new_param), new_scale, adapt.welford_init(dim, config.dense)
+
+    def adaptation(args):
+        """One warm-up update of the tuned scalar, the preconditioner and the statistics."""
+        (states, da, width, scale, acc, acc_sum, param_final), (info, z, is_slow, is_end, i) = args
         raw = spec.acceptance(info)
         accept = jnp.mean(jnp.nan_to_num(raw, nan=0.0))  # a NaN (diverged) move counts as 0
-        if spec.adapt == "dual_averaging":
+        if tunes_step:
             da = da_update(da, accept)
         elif spec.adapt == "slice_width":
             width = adapt.slice_width_update(width, info.num_expansions, info.num_shrink)
-        z = adapt.to_z(scale, states.position)
-        acc = jax.tree.map(
-            lambda new, old: jnp.where(is_slow, new, old), adapt.welford_update(acc, z), acc
-        )
+        acc = select(is_slow, adapt.welford_update(acc, z), acc)
         # mean acceptance over the steps after the last slow window (the final buffer)
-        acc_sum = jnp.where(
-            is_slow,
-            jnp.zeros(2),
-            acc_sum + jnp.array([jnp.where(jnp.all(jnp.isnan(raw)), jnp.nan, accept), 1.0]),
-        )
-
-        def end_window(args):
-            states, da, scale, acc = args
-            new_scale = adapt.precondition_from_covariance(adapt.covariance(acc))
-            z = adapt.to_z(scale, states.position)
-            new_param = jnp.exp(da.log_step_size)
-            new_alg = build(new_param if spec.adapt == "dual_averaging" else width, new_scale)
-            new_states = jax.vmap(new_alg.init)(adapt.to_u(new_scale, z))
-            return new_states, da_init(new_param), new_scale, adapt.welford_init(dim, config.dense)
-
+        last_accept = jnp.where(jnp.all(jnp.isnan(raw)), jnp.nan, accept)
+        acc_sum = jnp.where(is_slow, jnp.zeros(2), acc_sum + jnp.array([last_accept, 1.0]))
         states, da, scale, acc = jax.lax.cond(
-            is_end, end_window, lambda args: args, (states, da, scale, acc)
+            is_end, end_window, lambda a: (a[0], a[1], a[3], a[4]), (states, da, width, scale, acc)
         )
+        # the tuned scalar, fixed from the last warm-up step on
+        final = da_final(da) if tunes_step else width
+        param_final = jnp.where(i == num_warmup - 1, final, param_final).astype(param0.dtype)
+        return states, da, width, scale, acc, acc_sum, param_final
+
+    def one_step(carry, xs):
+        tuning, draws = carry
+        states, da, width, scale, _, _, param_final = tuning
+        key, is_slow, is_end, i = xs
+        warm = i < num_warmup
+        adapting = jnp.exp(da.log_step_size) if tunes_step else width
+        param = jnp.where(warm, adapting, param_final)
+        states, info, stats = step_and_stats(param, scale, key, states)
+        z = adapt.to_z(scale, states.position)
+        tuning = (states, *tuning[1:])
+        # sampling steps skip the adaptation altogether
+        tuning = jax.lax.cond(
+            warm, adaptation, lambda a: a[0], (tuning, (info, z, is_slow, is_end, i))
+        )
+        # draw i - num_warmup (warm-up steps rewrite slot 0 with its own value)
+        j = jnp.where(warm, num_samples, i - num_warmup)
+        draws = jax.tree.map(lambda buf, new: buf.at[j].set(new, mode="drop"), draws, (z, stats))
         if tick is not None:
             jax.debug.callback(tick, i)
-        return (states, da, width, scale, acc, acc_sum), None
+        return (tuning, draws), None
 
-    carry = (
+    pad = jnp.zeros(num_samples, bool)
+    tuning = (
         states,
         da_init(param0),
         param0,
         scale0,
         adapt.welford_init(dim, config.dense),
         jnp.zeros(2),
+        param0,
     )
-    xs = (jax.random.split(rng_key, num_steps), slow, end, jnp.arange(num_steps))
-    (states, da, width, scale, _, acc_sum), _ = jax.lax.scan(one_step, carry, xs)
-    if spec.adapt == "dual_averaging" and num_steps > 0:
-        param = da_final(da)
-    elif spec.adapt == "dual_averaging":
-        param = param0
-    else:
-        param = width
-    # the tuned parameter changes the kernel state (e.g. nothing for NUTS, but keep
-    # it uniform): re-initialise at the final positions under the final kernel
-    z = adapt.to_z(scale, states.position)
-    states = jax.vmap(build(param, scale).init)(adapt.to_u(scale, z))
-    init_lp = jax.vmap(logdensity_fn)(positions)
+    xs = (keys, jnp.concatenate([slow, pad]), jnp.concatenate([end, pad]), jnp.arange(total))
+    ((_, _, _, scale, _, acc_sum, param), draws), _ = jax.lax.scan(one_step, (tuning, draws), xs)
     warm_accept = jnp.where(acc_sum[1] > 0, acc_sum[0] / jnp.maximum(acc_sum[1], 1.0), jnp.nan)
-    return states, TunedParameters(param, scale), warm_accept, init_lp
-
-
-def _sample_impl(logdensity_fn, config: _Config, rng_key, states, tuned, num_samples):
-    spec, options = get_kernel(config.kernel, dict(config.options))
-    dim = tuned.scale.shape[0]
-    alg = spec.build(_preconditioned(logdensity_fn, tuned.scale), tuned.param, dim, options)
-    n_chains = jax.tree.leaves(states)[0].shape[0]
-    tick = _progress(num_samples, f"sampling ({config.kernel})") if config.progress else None
-
-    def one_step(states, xs):
-        key, i = xs
-        states, info = jax.vmap(alg.step)(jax.random.split(key, n_chains), states)
-        stats = spec.stats(states, info, tuned.param)
-        if tick is not None:
-            jax.debug.callback(tick, i)
-        return states, (adapt.to_z(tuned.scale, states.position), stats)
-
-    xs = (jax.random.split(rng_key, num_samples), jnp.arange(num_samples))
-    _, (z, stats) = jax.lax.scan(one_step, states, xs)
     swap = lambda a: jnp.swapaxes(a, 0, 1)
-    return swap(z), {k: swap(v) for k, v in stats.items()}
+    z, stats = draws
+    return (
+        swap(z),
+        {k: swap(v) for k, v in stats.items()},
+        TunedParameters(param, scale),
+        (
+            warm_accept,
+            init_lp,
+        ),
+    )
 
 
-_warmup = jax.jit(_warmup_impl, static_argnums=(0, 1))
-_sample = jax.jit(_sample_impl, static_argnums=(0, 1, 5))
+_run = jax.jit(_run_impl, static_argnums=(0, 1, 5))
 
 
 def _dual_averaging(target: float):
@@ -299,9 +330,9 @@ def run_chains(
         progress=bool(progressbar),
     )
     slow, end = adapt.warmup_schedule(int(num_warmup), with_windows=spec.precondition)
-    warm_key, sample_key = jax.random.split(rng_key)
-    states, tuned, warm_accept, init_lp = _warmup(
-        logdensity_fn, config, warm_key, positions, (jnp.asarray(slow), jnp.asarray(end))
+    schedule = (jnp.asarray(slow), jnp.asarray(end))
+    positions, stats, tuned, (warm_accept, init_lp) = _run(
+        logdensity_fn, config, rng_key, positions, schedule, int(num_samples)
     )
     bad = np.flatnonzero(~np.isfinite(np.asarray(init_lp)))
     if bad.size:
@@ -309,5 +340,4 @@ def run_chains(
             f"The log-density is not finite at the starting point of chain(s) {bad[:10].tolist()}"
             f"{' ...' if bad.size > 10 else ''}; give init positions inside the support."
         )
-    positions, stats = _sample(logdensity_fn, config, sample_key, states, tuned, int(num_samples))
     return ChainResult(positions, stats, tuned, warm_accept)

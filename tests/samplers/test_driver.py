@@ -8,6 +8,7 @@ import pytest
 from pymc_sbi.samplers import GaussianProposal, run_chains
 from pymc_sbi.samplers.adaptation import (
     covariance,
+    rescale_states,
     to_u,
     to_z,
     warmup_schedule,
@@ -134,3 +135,33 @@ def test_preconditioner_round_trip(x64):
     z = jnp.asarray(np.random.default_rng(4).normal(size=(6, 2)))
     np.testing.assert_allclose(to_z(chol, to_u(chol, z)), z, atol=1e-12)
     np.testing.assert_allclose(to_z(jnp.array([2.0, 3.0]), z), z * jnp.array([2.0, 3.0]))
+
+
+@pytest.mark.parametrize("dense", [False, True])
+def test_rescaled_states_equal_fresh_states(dense, x64):
+    """Moving states to a new preconditioner (what the end of a slow window does)
+    gives the state a fresh ``init`` at the same point computes: same z, same
+    log-density, gradient in the new u-coordinates."""
+    import blackjax
+
+    from pymc_sbi.samplers.driver import _preconditioned
+
+    rng = np.random.default_rng(5)
+    if dense:
+        old = jnp.linalg.cholesky(COV)
+        new = jnp.asarray(np.linalg.cholesky([[2.0, -0.3], [-0.3, 0.5]]))
+    else:
+        old, new = jnp.array([0.5, 2.0]), jnp.array([3.0, 0.2])
+    u = jnp.asarray(rng.normal(size=(6, 2)))
+    for make in (blackjax.mala, lambda f, s: blackjax.nuts(f, s, jnp.ones(2))):
+        init_old = jax.vmap(make(_preconditioned(logdensity, old), 0.1).init)
+        init_new = jax.vmap(make(_preconditioned(logdensity, new), 0.1).init)
+        moved = rescale_states(init_old(u), old, new)
+        fresh = init_new(to_u(new, to_z(old, u)))
+        for a, b in zip(moved, fresh, strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+    rmh = blackjax.additive_step_random_walk.normal_random_walk(
+        _preconditioned(logdensity, old), jnp.ones(2)
+    )
+    moved = rescale_states(jax.vmap(rmh.init)(u), old, new)
+    np.testing.assert_allclose(to_z(new, moved.position), to_z(old, u), atol=1e-12)
