@@ -139,7 +139,8 @@ def _run_impl(logdensity_fn, config: _Config, rng_key, positions, schedule, num_
     param0 = jnp.asarray(spec.initial_param(dim), float)
     states = jax.vmap(build(param0, scale0).init)(positions)
     init_lp = states.logdensity  # at the starting points (u = z while L = I)
-    rescalable = set(getattr(states, "_fields", ())) <= adapt.RESCALABLE_FIELDS
+    fields = set(getattr(states, "_fields", ()))
+    rescalable = "position" in fields and fields <= adapt.RESCALABLE_FIELDS
 
     def step_and_stats(param, scale, key, states):
         states, info = jax.vmap(build(param, scale).step)(jax.random.split(key, n_chains), states)
@@ -199,7 +200,7 @@ def _run_impl(logdensity_fn, config: _Config, rng_key, positions, schedule, num_
         tuning = jax.lax.cond(
             warm, adaptation, lambda a: a[0], (tuning, (info, z, is_slow, is_end, i))
         )
-        # draw i - num_warmup (warm-up steps rewrite slot 0 with its own value)
+        # draw i - num_warmup (a warm-up step writes out of range: dropped)
         j = jnp.where(warm, num_samples, i - num_warmup)
         draws = jax.tree.map(lambda buf, new: buf.at[j].set(new, mode="drop"), draws, (z, stats))
         if tick is not None:
@@ -221,15 +222,8 @@ def _run_impl(logdensity_fn, config: _Config, rng_key, positions, schedule, num_
     warm_accept = jnp.where(acc_sum[1] > 0, acc_sum[0] / jnp.maximum(acc_sum[1], 1.0), jnp.nan)
     swap = lambda a: jnp.swapaxes(a, 0, 1)
     z, stats = draws
-    return (
-        swap(z),
-        {k: swap(v) for k, v in stats.items()},
-        TunedParameters(param, scale),
-        (
-            warm_accept,
-            init_lp,
-        ),
-    )
+    stats = {k: swap(v) for k, v in stats.items()}
+    return swap(z), stats, TunedParameters(param, scale), warm_accept, init_lp
 
 
 _run = jax.jit(_run_impl, static_argnums=(0, 1, 5))
@@ -331,7 +325,7 @@ def run_chains(
     )
     slow, end = adapt.warmup_schedule(int(num_warmup), with_windows=spec.precondition)
     schedule = (jnp.asarray(slow), jnp.asarray(end))
-    positions, stats, tuned, (warm_accept, init_lp) = _run(
+    positions, stats, tuned, warm_accept, init_lp = _run(
         logdensity_fn, config, rng_key, positions, schedule, int(num_samples)
     )
     bad = np.flatnonzero(~np.isfinite(np.asarray(init_lp)))
