@@ -49,7 +49,8 @@ def resample_positions(
     log_lik = jax.jit(jax.vmap(lambda v: jm.logdensity_fn(v) - log_prior(v)))
     # equal chunks of at most `chunk` (the last padded with copies of the first draw):
     # one compilation
-    size = -(-n // -(-n // int(chunk)))
+    n_chunks = -(-n // int(chunk))
+    size = -(-n // n_chunks)
     padded = np.concatenate([z, np.repeat(z[:1], -n % size, axis=0)])
     logw = np.concatenate(
         [np.asarray(log_lik(padded[i : i + size])) for i in range(0, len(padded), size)]
