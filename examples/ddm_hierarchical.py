@@ -6,11 +6,14 @@ likelihood, once with a mixed neural likelihood (MNLE) trained on single simulat
 trials with the stimulus strength as a per-trial covariate. Each parameter's
 posterior mean is compared, scaled by the exact posterior sd.
 
-Run: ``python examples/ddm_hierarchical.py`` (a few minutes on a laptop CPU).
+Run: ``python examples/ddm_hierarchical.py`` (a few minutes on a laptop CPU);
+``--shared-trunk`` trains ``mixed_density(shared_trunk=True)`` (one network pass
+per context instead of three) instead.
 """
 
 from __future__ import annotations
 
+import argparse
 import time
 
 import numpy as np
@@ -50,7 +53,7 @@ def build_model(data, estimator=None):
     return model
 
 
-def train(n_simulations=200_000, seed=0, progress=True):
+def train(n_simulations=200_000, seed=0, progress=True, shared_trunk=False):
     """MNLE on single simulated trials.
 
     2 x 10^5 simulations, learning rate 1e-3 and patience 30: with 5 x 10^4
@@ -65,7 +68,11 @@ def train(n_simulations=200_000, seed=0, progress=True):
         covariates=race.stimulus_design,
         progress=progress,
     )
-    net = ps.nn.mixed_density(ps.nn.mdn(num_components=5, hidden_features=64), hidden_features=64)
+    net = ps.nn.mixed_density(
+        ps.nn.mdn(num_components=5, hidden_features=64),
+        hidden_features=64,
+        shared_trunk=shared_trunk,
+    )
     return ps.fit(
         ps.mnle(net),
         sims,
@@ -78,10 +85,10 @@ def train(n_simulations=200_000, seed=0, progress=True):
     )
 
 
-def main(progress=True, seed=0):
+def main(progress=True, seed=0, shared_trunk=False):
     data = race.hierarchical_data(N_SUBJECTS, N_TRIALS, seed=seed + 3)
     t0 = time.perf_counter()
-    estimator = train(seed=seed, progress=progress)
+    estimator = train(seed=seed, progress=progress, shared_trunk=shared_trunk)
     t_train = time.perf_counter() - t0
     kw = dict(
         draws=1000,
@@ -130,4 +137,8 @@ def main(progress=True, seed=0):
 
 
 if __name__ == "__main__":
-    main()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--shared-trunk", action="store_true")
+    args = parser.parse_args()
+    main(seed=args.seed, shared_trunk=args.shared_trunk)

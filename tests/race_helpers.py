@@ -31,3 +31,12 @@ def race_mnle():
     sims = race_simulations()
     fit_options = ps.cosine_fit_options(len(sims), epochs=25, learning_rate=3e-3, batch_size=256)
     return ps.fit(ps.mnle(net), sims, seed=1, progress=False, **fit_options)
+
+
+@functools.lru_cache(maxsize=1)
+def race_mnle_shared():
+    """:func:`race_mnle` with ``shared_trunk=True`` (same data, budget and MDN size)."""
+    net = ps.nn.mixed_density(ps.nn.mdn(num_components=3), hidden_features=32, shared_trunk=True)
+    sims = race_simulations()
+    fit_options = ps.cosine_fit_options(len(sims), epochs=25, learning_rate=3e-3, batch_size=256)
+    return ps.fit(ps.mnle(net), sims, seed=1, progress=False, **fit_options)

@@ -100,6 +100,11 @@ def main(argv: list[str] | None = None) -> int:
     scaling = sub.add_parser("scaling", help="hierarchical MNLE: logp+grad cost vs trials/groups")
     scaling.add_argument("--nuts", action="store_true", help="also time NUTS on 100 x 100")
     scaling.add_argument("--repeats", type=int, default=50)
+    scaling.add_argument(
+        "--shared-trunk",
+        action="store_true",
+        help="time NUTS with mixed_density(shared_trunk=True) (the cost table shows both)",
+    )
     ens = sub.add_parser("ensemble", help="training time of an E-member ensemble vs one member")
     ens.add_argument("--members", type=int, nargs="+", default=[1, 5])
     ens.add_argument("--network", default="nsf", choices=["nsf", "maf", "mdn"])
@@ -115,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "scaling":
         from pymc_sbi.benchmarks.scaling import run_scaling
 
-        print(run_scaling(nuts=args.nuts, repeats=args.repeats))
+        print(run_scaling(nuts=args.nuts, repeats=args.repeats, shared_trunk=args.shared_trunk))
         return 0
     if args.command == "ensemble":
         from pymc_sbi.benchmarks.ensemble import run_ensemble_benchmark

@@ -6,13 +6,16 @@ the trained weights, so the network is fitted for one epoch only):
 
 * one jitted log-density + gradient evaluation of the hierarchical model (the
   function numpyro's NUTS calls) for 1 group x {10, 100, 1,000, 10,000} trials
-  and {1, 10, 100} groups x 100 trials (median over repeats);
+  and {1, 10, 100} groups x 100 trials (median over repeats), with one network
+  pass per distinct context, one per trial, and one per distinct context of
+  the same MNLE with a shared trunk (``mixed_density(shared_trunk=True)``);
 * with ``--nuts``, ``pm.sample(nuts_sampler="numpyro")``, 4 chains x 1,000 draws
   (1,000 tuning steps, vectorized chains) for 100 groups x 100 trials, with a
   surrogate *trained* on 5 x 10^4 simulations (NUTS's trajectory lengths depend
   on the learned surface, unlike the cost of one evaluation) with SiLU units
   (smooth: ReLU's kinked log-density halves the step size NUTS can take), and
-  the subject parameters centred (100 trials per subject identify them well).
+  the subject parameters centred (100 trials per subject identify them well);
+  ``shared_trunk=True`` times the shared-trunk MNLE instead.
 """
 
 from __future__ import annotations
@@ -28,12 +31,17 @@ __all__ = ["logp_grad_seconds", "nuts_seconds", "run_scaling", "scaling_estimato
 
 
 def scaling_estimator(
-    seed: int = 0, simulations: int = 5000, max_epochs: int = 1, activation: str = "relu"
+    seed: int = 0,
+    simulations: int = 5000,
+    max_epochs: int = 1,
+    activation: str = "relu",
+    shared_trunk: bool = False,
 ):
     """The example's MNLE architecture on race simulations (default: one epoch on 5,000).
 
     The cost of one evaluation does not depend on the weights, so the cost table
     uses a one-epoch fit; the NUTS timing trains properly (``max_epochs`` > 1).
+    ``shared_trunk=True``: one 64-wide trunk for the categorical and mixture heads.
     """
     import pymc_sbi as ps
     from pymc_sbi.benchmarks import race
@@ -50,6 +58,7 @@ def scaling_estimator(
         ps.nn.mdn(num_components=5, hidden_features=64, activation=activation),
         hidden_features=64,
         activation=activation,
+        shared_trunk=shared_trunk,
     )
     options = {"batch_size": 512, "learning_rate": 1e-3, "patience": 30} if max_epochs > 1 else {}
     return ps.fit(ps.mnle(net), sims, seed=seed, max_epochs=max_epochs, progress=False, **options)
@@ -147,38 +156,53 @@ def nuts_seconds(
     }
 
 
-def run_scaling(nuts: bool = False, repeats: int = 50) -> str:
+def run_scaling(nuts: bool = False, repeats: int = 50, shared_trunk: bool = False) -> str:
     """Run the benchmark and return a Markdown report.
 
-    Each size is timed twice: with the term's default one network pass per
-    distinct (subject, stimulus level) context (:mod:`pymc_sbi.dedup`) and with
-    ``deduplicate=False`` (one network pass per trial).
+    Each size is timed three times in turn: with the term's default one network
+    pass per distinct (subject, stimulus level) context (:mod:`pymc_sbi.dedup`),
+    with ``deduplicate=False`` (one network pass per trial), and per distinct
+    context with the shared-trunk MNLE. ``shared_trunk`` picks the MNLE that
+    ``nuts`` samples with.
     """
     est = scaling_estimator()
+    shared = scaling_estimator(shared_trunk=True)
     lines = [
         "| groups | trials/group | total trials | logp+grad (ms), per distinct context "
-        "| logp+grad (ms), per trial |",
-        "|---|---|---|---|---|",
+        "| logp+grad (ms), per trial | logp+grad (ms), shared trunk, per distinct context |",
+        "|---|---|---|---|---|---|",
     ]
     cost = {}
+    variants = {"dedup": (est, True), "per_trial": (est, False), "shared": (shared, True)}
     for g, t in [(1, 10), (1, 100), (1, 1000), (1, 10000), (10, 100), (100, 100)]:
-        for dedup in (True, False):
-            cost[(g, t, dedup)] = logp_grad_seconds(est, g, t, repeats, deduplicate=dedup)
+        for name, (e, dedup) in variants.items():
+            cost[(g, t, name)] = logp_grad_seconds(e, g, t, repeats, deduplicate=dedup)
         lines.append(
-            f"| {g} | {t} | {g * t} | {1e3 * cost[(g, t, True)]:.3f} "
-            f"| {1e3 * cost[(g, t, False)]:.3f} |"
+            f"| {g} | {t} | {g * t} | "
+            + " | ".join(f"{1e3 * cost[(g, t, name)]:.3f}" for name in variants)
+            + " |"
         )
     lines.append("")
-    for dedup, label in [(True, "per distinct context"), (False, "per trial")]:
-        ratio = cost[(1, 1000, dedup)] / cost[(1, 10, dedup)]
+    labels = {
+        "dedup": "per distinct context",
+        "per_trial": "per trial",
+        "shared": "shared trunk, per distinct context",
+    }
+    for name, label in labels.items():
+        ratio = cost[(1, 1000, name)] / cost[(1, 10, name)]
         lines.append(f"1,000 trials / 10 trials cost ratio, {label}: {ratio:.2f} (target <= 3)")
+    ratio = cost[(100, 100, "dedup")] / cost[(100, 100, "shared")]
+    lines.append(f"100 x 100, separate networks / shared trunk: {ratio:.2f}")
     if nuts:
-        trained = scaling_estimator(simulations=50_000, max_epochs=200, activation="silu")
+        trained = scaling_estimator(
+            simulations=50_000, max_epochs=200, activation="silu", shared_trunk=shared_trunk
+        )
         per_eval = logp_grad_seconds(trained, 100, 100, repeats)
         res = nuts_seconds(trained)
         lines.append(
             f"NUTS numpyro, 100 groups x 100 trials (centred), 4 chains x 1,000 draws "
-            f"(+1,000 tune), SiLU MNLE trained on 5e4 simulations "
+            f"(+1,000 tune), SiLU MNLE{' (shared trunk)' if shared_trunk else ''} trained "
+            f"on 5e4 simulations "
             f"({trained.history['epochs']} epochs): "
             f"{res['wall_s']:.0f} s wall ({res['cpu_s']:.0f} CPU s; target < 120 s), "
             f"{res['divergences']} divergences, mean steps per draw "

@@ -49,7 +49,15 @@ import numpy as np
 
 from .made import compute_dtype, get_activation, prepare_inputs, unit_softplus
 
-__all__ = ["MDN", "mdn", "mixture_log_prob", "mixture_offsets", "offset_log_prob"]
+__all__ = [
+    "MDN",
+    "mdn",
+    "mixture_from_raw",
+    "mixture_log_prob",
+    "mixture_offsets",
+    "offset_log_prob",
+    "sample_mixture",
+]
 
 
 def mixture_offsets(log_weights: jax.Array, precision_factors: jax.Array) -> jax.Array:
@@ -99,6 +107,44 @@ def mixture_log_prob(
     """
     offsets = mixture_offsets(log_weights, precision_factors)
     return offset_log_prob(x, offsets, means, precision_factors)
+
+
+def mixture_from_raw(
+    logits: jax.Array, means: jax.Array, tri: jax.Array, min_diag: float = 1e-3
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    r"""Mixture parameters from a head's raw outputs.
+
+    ``logits`` ``(..., K)``, ``means`` ``(..., K, d)`` and the packed lower
+    triangle ``tri`` ``(..., K, d(d+1)/2)`` (row-major, ``np.tril_indices``
+    order) become :math:`\log\pi` (log-softmax), the means, and the factors
+    :math:`U_k` ``(..., K, d, d)`` whose diagonal is
+    :math:`u_{\min} + \mathrm{softplus}(\cdot)` (:func:`~pymc_sbi.nn.made.unit_softplus`).
+    """
+    d = means.shape[-1]
+    rows, cols = np.tril_indices(d)
+    tri = jnp.where(rows == cols, unit_softplus(tri, min_diag), tri)
+    factors = jnp.zeros((*tri.shape[:-1], d, d), dtype=tri.dtype)
+    factors = factors.at[..., rows, cols].set(tri)
+    return jax.nn.log_softmax(logits, axis=-1), means, factors
+
+
+def sample_mixture(
+    rng_key: jax.Array, log_weights: jax.Array, means: jax.Array, precision_factors: jax.Array
+) -> jax.Array:
+    r"""One draw per leading index of a mixture (:meth:`MDN.mixture`'s layout), ``(..., d)``.
+
+    Draws the component :math:`k \sim \pi`, then :math:`x = \mu_k + v` with
+    :math:`U_k^\top v = \varepsilon`, :math:`\varepsilon \sim \mathcal N(0, I)`.
+    """
+    key_k, key_eps = jax.random.split(rng_key)
+    k = jax.random.categorical(key_k, log_weights, axis=-1)
+    onehot = jax.nn.one_hot(k, log_weights.shape[-1], dtype=means.dtype)
+    mean = jnp.einsum("...k,...kd->...d", onehot, means)
+    factor = jnp.einsum("...k,...kij->...ij", onehot, precision_factors)
+    eps = jax.random.normal(key_eps, mean.shape, dtype=mean.dtype)
+    # x - mean = U^{-T} eps: solve U^T v = eps.
+    v = jax.scipy.linalg.solve_triangular(factor, eps[..., None], lower=True, trans="T")
+    return mean + v[..., 0]
 
 
 class _MixtureHead(nn.Module):
@@ -185,13 +231,7 @@ class MDN(nn.Module):
             Lower-triangular :math:`U_k` with positive diagonal, precision
             :math:`U_k U_k^\top`.
         """
-        logits, means, tri = self.head(context)
-        d = self.features
-        rows, cols = np.tril_indices(d)
-        tri = jnp.where(rows == cols, unit_softplus(tri, self.min_diag), tri)
-        factors = jnp.zeros((*tri.shape[:-1], d, d), dtype=tri.dtype)
-        factors = factors.at[..., rows, cols].set(tri)
-        return jax.nn.log_softmax(logits, axis=-1), means, factors
+        return mixture_from_raw(*self.head(context), self.min_diag)
 
     def __call__(self, x: jax.Array, context: jax.Array) -> jax.Array:
         r"""Log density :math:`\log q(x \mid c)`, shape ``(...,)``."""
@@ -204,16 +244,7 @@ class MDN(nn.Module):
         """One draw per context row: ``context`` ``(..., c)`` → ``(..., d)``."""
         context = jnp.asarray(context)
         context = context.astype(compute_dtype(context))
-        log_w, means, factors = self.mixture(context)
-        key_k, key_eps = jax.random.split(rng_key)
-        k = jax.random.categorical(key_k, log_w, axis=-1)
-        onehot = jax.nn.one_hot(k, self.num_components, dtype=means.dtype)
-        mean = jnp.einsum("...k,...kd->...d", onehot, means)
-        factor = jnp.einsum("...k,...kij->...ij", onehot, factors)
-        eps = jax.random.normal(key_eps, mean.shape, dtype=mean.dtype)
-        # x - mean = U^{-T} eps: solve U^T v = eps.
-        v = jax.scipy.linalg.solve_triangular(factor, eps[..., None], lower=True, trans="T")
-        return mean + v[..., 0]
+        return sample_mixture(rng_key, *self.mixture(context))
 
 
 def mdn(**kwargs: Any) -> MDN:

@@ -15,6 +15,20 @@ category (Boelts et al. 2022, "Flexible and efficient simulation-based
 inference for models of decision-making"). Summing over :math:`k` and
 integrating over :math:`y` gives one: each factor is normalised.
 
+**Shared trunk** (``shared_trunk=True``, MDN flows only). The
+factorisation above runs :math:`1 + K` networks per context: the categorical
+MLP, and the MDN's MLP once for each category. With a shared trunk one MLP
+encodes the context, :math:`h = \mathrm{MLP}(c)`, and one linear layer of
+:math:`h` gives the category logits *and* every category's mixture
+parameters, :math:`\phi_k(c) = W_k h + b_k` (weights, means and precision
+factors of :math:`q(y \mid c, k)`, transformed as in
+:func:`~pymc_sbi.nn.mdn.mixture_from_raw`). The density is the same product of
+two normalised factors; one context costs one MLP pass instead of
+:math:`1 + K`, which is what a hierarchical model with many (subject,
+condition) contexts pays at every gradient evaluation
+(:mod:`pymc_sbi.dedup`). The flow's ``hidden_features``/``num_hidden`` are
+unused in this mode (its ``num_components`` and ``min_diag`` are).
+
 The module sees the continuous part already transformed (log and z-scored by
 :func:`pymc_sbi.objectives.mnle.mnle_log_prob`); the category column arrives
 as raw integers stored as floats.
@@ -32,8 +46,10 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from .made import compute_dtype, get_activation
+from .mdn import MDN, mixture_from_raw, mixture_log_prob, sample_mixture
 
 __all__ = ["MixedDensity", "mixed_density"]
 
@@ -57,7 +73,10 @@ class MixedDensity(nn.Module):
         reaction times); the Jacobian :math:`-\sum_j \log y_j` is added by
         :func:`~pymc_sbi.objectives.mnle.mnle_log_prob`.
     hidden_features, num_hidden, activation
-        The categorical MLP.
+        The categorical MLP (with ``shared_trunk``: the trunk shared by both factors).
+    shared_trunk : bool
+        One MLP encodes the context for both factors and one linear layer
+        gives every category's mixture (module docstring); needs an MDN flow.
     """
 
     features: int = 0
@@ -67,6 +86,7 @@ class MixedDensity(nn.Module):
     hidden_features: int = 50
     num_hidden: int = 2
     activation: str = "relu"
+    shared_trunk: bool = False
 
     @nn.nowrap
     def bind_shapes(self, features: int, num_categories: int) -> MixedDensity:
@@ -79,9 +99,12 @@ class MixedDensity(nn.Module):
             raise ValueError(f"num_categories must be >= 2, got {num_categories}.")
         flow = self.flow
         if flow is None:
-            from .mdn import MDN
-
             flow = MDN(num_components=5, parent=None)
+        if self.shared_trunk and not isinstance(flow, MDN):
+            raise ValueError(
+                f"shared_trunk=True needs an MDN flow (mdn()), got {type(flow).__name__}: "
+                "only a mixture's parameters are a function of the context alone."
+            )
         return self.clone(
             features=int(features),
             num_categories=int(num_categories),
@@ -97,14 +120,37 @@ class MixedDensity(nn.Module):
             )
 
     @nn.compact
-    def logits(self, context: jax.Array) -> jax.Array:
-        """Unnormalised category log-probabilities ``(..., K)``."""
+    def _encode(self, context: jax.Array) -> tuple[jax.Array, Any]:
+        """``(logits, flow_input)``: category logits ``(..., K)`` and what the flow needs.
+
+        Separate networks: the flow input is the context itself and the logits
+        come from their own MLP. Shared trunk: the flow input is every
+        category's mixture, ``((..., K, C), (..., K, C, m), (..., K, C, m, m))``,
+        from the same linear layer of the trunk's features as the logits.
+        """
         dtype = compute_dtype(context)
         h = jnp.asarray(context, dtype)
         act = get_activation(self.activation)
+        prefix = "trunk" if self.shared_trunk else "cat_hidden"
+        z = h
         for layer in range(self.num_hidden):
-            h = act(nn.Dense(self.hidden_features, dtype=dtype, name=f"cat_hidden_{layer}")(h))
-        return nn.Dense(self.num_categories, dtype=dtype, name="cat_logits")(h)
+            z = act(nn.Dense(self.hidden_features, dtype=dtype, name=f"{prefix}_{layer}")(z))
+        if not self.shared_trunk:
+            return nn.Dense(self.num_categories, dtype=dtype, name="cat_logits")(z), h
+        K, C, m = self.num_categories, self.flow.num_components, self.features - 1
+        n_tri = m * (m + 1) // 2
+        width = C * (1 + m + n_tri)  # per category: component logits, means, factors
+        out = nn.Dense(K + K * width, dtype=dtype, kernel_init=_head_init(K, C, m), name="head")(z)
+        lead = out.shape[:-1]
+        logits, per_k = out[..., :K], out[..., K:].reshape(*lead, K, width)
+        raw_w = per_k[..., :C]
+        raw_mu = per_k[..., C : C * (1 + m)].reshape(*lead, K, C, m)
+        raw_tri = per_k[..., C * (1 + m) :].reshape(*lead, K, C, n_tri)
+        return logits, mixture_from_raw(raw_w, raw_mu, raw_tri, self.flow.min_diag)
+
+    def logits(self, context: jax.Array) -> jax.Array:
+        """Unnormalised category log-probabilities ``(..., K)``."""
+        return self._encode(context)[0]
 
     def _flow_context(self, context, k):
         onehot = jax.nn.one_hot(k, self.num_categories, dtype=context.dtype)
@@ -124,9 +170,13 @@ class MixedDensity(nn.Module):
         y, k_raw = x[..., :-1], x[..., -1]
         k = jnp.clip(jnp.round(k_raw), 0, self.num_categories - 1).astype(jnp.int32)
         valid = (k_raw == k.astype(dtype)) & (k_raw >= 0)
-        log_pi = jax.nn.log_softmax(self.logits(context), axis=-1)
+        logits, flow_input = self._encode(context)
+        log_pi = jax.nn.log_softmax(logits, axis=-1)
         lp_k = jnp.take_along_axis(log_pi, k[..., None], axis=-1)[..., 0]
-        lp_y = self.flow(y, self._flow_context(context, k))
+        if self.shared_trunk:
+            lp_y = mixture_log_prob(y, *_select(flow_input, k))
+        else:
+            lp_y = self.flow(y, self._flow_context(context, k))
         return jnp.where(valid, lp_k + lp_y, -jnp.inf)
 
     def sample(self, rng_key: jax.Array, context: jax.Array) -> jax.Array:
@@ -135,8 +185,12 @@ class MixedDensity(nn.Module):
         context = jnp.asarray(context)
         context = context.astype(compute_dtype(context))
         key_k, key_y = jax.random.split(rng_key)
-        k = jax.random.categorical(key_k, self.logits(context), axis=-1)
-        y = self.flow.sample(key_y, self._flow_context(context, k))
+        logits, flow_input = self._encode(context)
+        k = jax.random.categorical(key_k, logits, axis=-1)
+        if self.shared_trunk:
+            y = sample_mixture(key_y, *_select(flow_input, k))
+        else:
+            y = self.flow.sample(key_y, self._flow_context(context, k))
         return jnp.concatenate([y, k[..., None].astype(y.dtype)], axis=-1)
 
     def context_terms(self, context: jax.Array):
@@ -163,7 +217,10 @@ class MixedDensity(nn.Module):
             )
         context = jnp.asarray(context)
         context = context.astype(compute_dtype(context))
-        log_pi = jax.nn.log_softmax(self.logits(context), axis=-1)
+        logits, flow_input = self._encode(context)
+        log_pi = jax.nn.log_softmax(logits, axis=-1)
+        if self.shared_trunk:
+            return log_pi, flow_input
         K, lead = self.num_categories, context.shape[:-1]
         eye = jnp.broadcast_to(jnp.eye(K, dtype=context.dtype), (*lead, K, K))
         rows = jnp.broadcast_to(context[..., None, :], (*lead, K, context.shape[-1]))
@@ -173,6 +230,35 @@ class MixedDensity(nn.Module):
         r""":math:`\log \pi(c)`, shape ``(..., K)``."""
         self._check()
         return jax.nn.log_softmax(self.logits(jnp.asarray(context)), axis=-1)
+
+
+def _select(mixtures, k):
+    """Category ``k`` ``(...)`` of per-category mixtures ``(..., K, ...)``."""
+    axis = k.ndim
+    return tuple(
+        jnp.take_along_axis(a, k.reshape(k.shape + (1,) * (a.ndim - axis)), axis=axis).squeeze(axis)
+        for a in mixtures
+    )
+
+
+def _head_init(K: int, C: int, m: int):
+    """Kernel init of the shared head: zero except the means' columns (as :class:`MDN`).
+
+    Zero logit and factor columns start every category uniform over components
+    with unit precision; small random mean columns let the components separate.
+    """
+    small = nn.initializers.variance_scaling(0.1, "fan_in", "truncated_normal")
+    n_tri = m * (m + 1) // 2
+    width = C * (1 + m + n_tri)
+    mean_cols = np.zeros(K + K * width, bool)
+    for k in range(K):
+        start = K + k * width + C
+        mean_cols[start : start + C * m] = True
+
+    def init(key, shape, dtype=jnp.float32):
+        return jnp.where(mean_cols, small(key, shape, dtype), jnp.zeros(shape, dtype))
+
+    return init
 
 
 def mixed_density(flow: nn.Module | None = None, **kwargs: Any) -> MixedDensity:
