@@ -87,7 +87,7 @@ def test_one_network_pass_per_context():
     would double the shared count."""
 
     def flops(est):
-        fn = lambda c: est.module.apply(est.params, c, method="context_terms")  # noqa: E731
+        fn = lambda c: est.module.apply(est.params, c, method="context_terms")
         cost = jax.jit(fn).lower(np.zeros((1000, 4), np.float32)).compile().cost_analysis()
         return cost["flops"] / 1000
 
