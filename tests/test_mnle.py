@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from race_helpers import race_mnle, race_simulations
+from race_helpers import race_mnle, race_mnle_shared, race_simulations
 from scipy.stats import norm
 
 import pymc_sbi as ps
@@ -13,11 +13,16 @@ from pymc_sbi.benchmarks import race
 
 THETAS = np.array([[1.2, -0.4, 0.6], [0.3, 0.2, 1.0], [1.8, -1.2, 0.4]])
 S = np.array([0.5, -0.2, 0.9])
+# both MixedDensity architectures: separate networks and shared_trunk=True
+BOTH = pytest.mark.parametrize(
+    "make", [race_mnle, race_mnle_shared], ids=["separate", "shared_trunk"]
+)
 
 
-def test_density_normalises():
+@BOTH
+def test_density_normalises(make):
     """sum over the choice x integral over rt of q(rt, k | theta, s) = 1 (trapezoid in log rt)."""
-    est = race_mnle()
+    est = make()
     log_rt = np.linspace(-9.0, 6.0, 6001)
     rt = np.exp(log_rt)
     for theta, s in zip(THETAS, S, strict=True):
@@ -29,9 +34,10 @@ def test_density_normalises():
         assert abs(total - 1.0) < 2e-3, total
 
 
-def test_choice_probabilities_match_exact():
+@BOTH
+def test_choice_probabilities_match_exact(make):
     """P(k=1 | theta, s) = Phi(sqrt(2) v s / sigma); 8,000 training trials give ~0.05 accuracy."""
-    est = race_mnle()
+    est = make()
     ctx = np.concatenate([THETAS, S[:, None]], -1)
     std = est.standardization
     log_pi = est.module.apply(est.params, std.theta(ctx), method="category_log_probs")
@@ -40,9 +46,10 @@ def test_choice_probabilities_match_exact():
     np.testing.assert_allclose(p1, exact, atol=0.06)
 
 
-def test_log_prob_close_to_exact_likelihood():
+@BOTH
+def test_log_prob_close_to_exact_likelihood(make):
     """Mean per-trial log-likelihood error on data from the model is small (not an identity)."""
-    est = race_mnle()
+    est = make()
     rng = np.random.default_rng(5)
     theta = np.c_[
         rng.uniform(0.2, 1.8, 500), rng.uniform(-1.2, 0.2, 500), rng.uniform(0.4, 1.1, 500)
