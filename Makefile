@@ -37,6 +37,7 @@ bench: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check pymc_sbi tests examples
 	$(VENV)/bin/ruff format --check pymc_sbi tests examples
+	$(VENV)/bin/lint-imports
 
 format: $(STAMP)
 	$(VENV)/bin/ruff format pymc_sbi tests examples

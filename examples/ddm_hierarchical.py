@@ -53,7 +53,7 @@ def build_model(data, estimator=None):
     return model
 
 
-def train(n_simulations=200_000, seed=0, progress=True, shared_trunk=False):
+def train(n_simulations=200_000, seed=0, progressbar=True, shared_trunk=False):
     """MNLE on single simulated trials.
 
     2 x 10^5 simulations, learning rate 1e-3 and patience 30: with 5 x 10^4
@@ -66,29 +66,21 @@ def train(n_simulations=200_000, seed=0, progress=True, shared_trunk=False):
         n_simulations,
         seed=seed,
         covariates=race.stimulus_design,
-        progress=progress,
+        progressbar=progressbar,
     )
     net = ps.nn.mixed_density(
         ps.nn.mdn(num_components=5, hidden_features=64),
         hidden_features=64,
         shared_trunk=shared_trunk,
     )
-    return ps.fit(
-        ps.mnle(net),
-        sims,
-        seed=seed + 1,
-        batch_size=512,
-        learning_rate=1e-3,
-        max_epochs=200,
-        patience=30,
-        progress=progress,
-    )
+    config = ps.TrainConfig(batch_size=512, learning_rate=1e-3, max_epochs=200, patience=30)
+    return ps.fit(ps.mnle(net), sims, config, seed=seed + 1, progressbar=progressbar)
 
 
-def main(progress=True, seed=0, shared_trunk=False):
+def main(progressbar=True, seed=0, shared_trunk=False):
     data = race.hierarchical_data(N_SUBJECTS, N_TRIALS, seed=seed + 3)
     t0 = time.perf_counter()
-    estimator = train(seed=seed, progress=progress, shared_trunk=shared_trunk)
+    estimator = train(seed=seed, progressbar=progressbar, shared_trunk=shared_trunk)
     t_train = time.perf_counter() - t0
     kw = dict(
         draws=1000,
@@ -96,7 +88,7 @@ def main(progress=True, seed=0, shared_trunk=False):
         chains=4,
         nuts_sampler="numpyro",
         random_seed=seed,
-        progressbar=progress,
+        progressbar=progressbar,
         nuts={"chain_method": "vectorized"},
     )
     times, posteriors = {}, {}

@@ -40,7 +40,7 @@ def main(out: Path, simulations: int = 10_000, seed: int = 0) -> float:
     # 1. the prior is an ordinary PyMC model; theta = (theta[0], theta[1])
     with pm.Model() as prior:
         pm.Uniform("theta", -1, 1, shape=2)
-    sims = ps.simulate(prior, two_moons.simulator, n=simulations, seed=seed)
+    sims = ps.simulate(prior, two_moons.simulator, num_simulations=simulations, seed=seed)
     print(
         f"simulated {len(sims)} pairs ({sims.n_invalid} invalid) "
         f"in {time.perf_counter() - t0:.1f} s"
@@ -68,7 +68,7 @@ def main(out: Path, simulations: int = 10_000, seed: int = 0) -> float:
             random_seed=seed + 2,
             nuts_sampler="numpyro",
             nuts={"chain_method": "vectorized"},
-            initvals=ps.prior_initvals(model, 40, seed=seed + 3),
+            initvals=ps.prior.prior_initvals(model, 40, seed=seed + 3),
             compute_convergence_checks=False,
         )
     print(f"sampled 40 x 250 draws in {time.perf_counter() - t:.1f} s")

@@ -5,111 +5,69 @@ use it as a term of an ordinary ``pm.Model``::
 
     import pymc_sbi as ps
 
-    sims = ps.simulate(prior, simulator, n=10_000, seed=0)
+    sims = ps.simulate(prior, simulator, num_simulations=10_000, seed=0)
     likelihood = ps.fit(ps.nle(ps.nn.nsf()), sims, seed=1)
     with pm.Model():
         mu = pm.Normal("mu", 0, 1)
         ps.NeuralLikelihood("x", likelihood, params={"mu": mu}, observed=x_obs)
         idata = pm.sample(nuts_sampler="numpyro")
+
+The top level holds the one-shot functions and the records users hold; the
+primitives live in the subpackages, one per stage of the flow
+(``docs/architecture.md``): :mod:`~pymc_sbi.nn`, :mod:`~pymc_sbi.objectives`,
+:mod:`~pymc_sbi.train`, :mod:`~pymc_sbi.estimator`, :mod:`~pymc_sbi.terms`,
+:mod:`~pymc_sbi.samplers`, :mod:`~pymc_sbi.vi`, :mod:`~pymc_sbi.direct`,
+:mod:`~pymc_sbi.sequential`, :mod:`~pymc_sbi.diagnostics`.
 """
 
-from pymc_sbi import diagnostics, nn, samplers, vi
-from pymc_sbi.ensemble import disagreement_summary, fit_ensemble
-from pymc_sbi.estimator import Estimator
-from pymc_sbi.io import load, save
-from pymc_sbi.likelihood import NeuralLikelihood
-from pymc_sbi.objectives import (
-    DataRange,
-    Objective,
-    TrainState,
-    bnre,
-    mnle,
-    nle,
-    npe,
-    nre_a,
-    nre_b,
-    nre_c,
-    snpe_b,
-    snpe_c,
-    with_covariates,
+from pymc_sbi import (
+    diagnostics,
+    direct,
+    estimator,
+    nn,
+    objectives,
+    samplers,
+    sequential,
+    terms,
+    train,
+    vi,
 )
-from pymc_sbi.posterior import (
-    PosteriorDraws,
-    log_prob_corrected,
-    posterior_samples,
-    sample_posterior,
-    support_mass,
-    to_datatree,
-)
-from pymc_sbi.posterior_map import map_estimate
-from pymc_sbi.posterior_term import NeuralPosterior
-from pymc_sbi.predictive import PredictiveCheck, predictive_check
-from pymc_sbi.prior import draw_prior, param_spec, prior_initvals
-from pymc_sbi.range_check import OutOfRangeWarning, check_posterior_range, check_range
-from pymc_sbi.ratio import NeuralRatio
-from pymc_sbi.runner import Runner, RunResult, steps_per_epoch
+from pymc_sbi.diagnostics import check_posterior_range, predictive_check
+from pymc_sbi.direct import map_estimate, sample_posterior
+from pymc_sbi.estimator import Estimator, load, save
+from pymc_sbi.objectives import bnre, mnle, nle, npe, nre_a, nre_b, nre_c
+from pymc_sbi.prior import param_spec
 from pymc_sbi.samplers import sample
-from pymc_sbi.schedule import cosine_fit_options
-from pymc_sbi.sequential import (
-    SequentialData,
-    SNPEResult,
-    append_simulations,
-    run_snpe,
-    train_round,
-)
-from pymc_sbi.sequential_likelihood import SequentialResult, run_sequential, run_snle, run_snre
-from pymc_sbi.simulate import Simulations, draw_covariates, run_simulator, simulate
+from pymc_sbi.sequential import SequentialResult, SNPEResult, run_sequential, run_snpe
+from pymc_sbi.simulation import Simulations, simulate
 from pymc_sbi.spec import ParamSpec
-from pymc_sbi.training import (
-    epoch_batches,
-    fit,
-    make_optimizer,
-    run_epoch,
-    take,
-    train_validation_split,
-)
-from pymc_sbi.truncation import hpr_threshold, sample_truncated_prior
-from pymc_sbi.vi import AmortizedVIPosterior, VIPosterior, fit_vi, train_amortized
+from pymc_sbi.terms import NeuralLikelihood, NeuralPosterior, NeuralRatio, posterior_matrix
+from pymc_sbi.train import TrainConfig, cosine_recipe, fit, fit_ensemble, ratio_recipe
+from pymc_sbi.vi import VIPosterior, fit_vi
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "AmortizedVIPosterior",
-    "DataRange",
     "Estimator",
     "NeuralLikelihood",
     "NeuralPosterior",
     "NeuralRatio",
-    "Objective",
-    "OutOfRangeWarning",
     "ParamSpec",
-    "PosteriorDraws",
-    "PredictiveCheck",
-    "RunResult",
-    "Runner",
     "SNPEResult",
-    "SequentialData",
     "SequentialResult",
     "Simulations",
-    "TrainState",
+    "TrainConfig",
     "VIPosterior",
-    "append_simulations",
     "bnre",
     "check_posterior_range",
-    "check_range",
-    "cosine_fit_options",
+    "cosine_recipe",
     "diagnostics",
-    "disagreement_summary",
-    "draw_covariates",
-    "draw_prior",
-    "epoch_batches",
+    "direct",
+    "estimator",
     "fit",
     "fit_ensemble",
     "fit_vi",
-    "hpr_threshold",
     "load",
-    "log_prob_corrected",
-    "make_optimizer",
     "map_estimate",
     "mnle",
     "nle",
@@ -118,31 +76,20 @@ __all__ = [
     "nre_a",
     "nre_b",
     "nre_c",
+    "objectives",
     "param_spec",
-    "posterior_samples",
+    "posterior_matrix",
     "predictive_check",
-    "prior_initvals",
-    "run_epoch",
+    "ratio_recipe",
     "run_sequential",
-    "run_simulator",
-    "run_snle",
     "run_snpe",
-    "run_snre",
     "sample",
     "sample_posterior",
-    "sample_truncated_prior",
     "samplers",
     "save",
+    "sequential",
     "simulate",
-    "snpe_b",
-    "snpe_c",
-    "steps_per_epoch",
-    "support_mass",
-    "take",
-    "to_datatree",
-    "train_amortized",
-    "train_round",
-    "train_validation_split",
+    "terms",
+    "train",
     "vi",
-    "with_covariates",
 ]

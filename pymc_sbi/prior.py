@@ -12,13 +12,18 @@ graph (hierarchies included) over it.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pymc as pm
 import pytensor
+import pytensor.tensor as pt
 from pymc.distributions.shape_utils import change_dist_size
+from pymc.logprob.basic import conditional_logp
 from pymc.pytensorf import compile as compile_pymc
+from pymc.sampling.jax import get_jaxified_graph
 from pytensor.compile.sharedvalue import SharedVariable
 from pytensor.graph.replace import graph_replace, vectorize_graph
 from pytensor.graph.traversal import ancestors
@@ -28,7 +33,15 @@ from pytensor.tensor.type import discrete_dtypes
 
 from pymc_sbi.spec import ParamSpec
 
-__all__ = ["batched_prior_fn", "draw_prior", "param_spec", "prior_draw_fn", "prior_initvals"]
+__all__ = [
+    "batched_prior_fn",
+    "draw_prior",
+    "param_spec",
+    "prior_draw_fn",
+    "prior_initvals",
+    "prior_log_density",
+    "prior_log_prob_fn",
+]
 
 
 def _select_rvs(model: pm.Model, names: Sequence[str] | None) -> list:
@@ -204,3 +217,44 @@ def prior_initvals(
     theta = draw_prior(model, chains, seed=seed, names=names)
     values = spec.unflatten(theta)
     return [{k: v[c] for k, v in values.items()} for c in range(chains)]
+
+
+def prior_log_density(prior: pm.Model, spec: ParamSpec, theta) -> pt.TensorVariable:
+    """``log p_0(theta)`` of the training prior, as a PyTensor graph of flat ``theta`` ``(d,)``.
+
+    The prior's free variables must be the spec's parameters (same names and
+    shapes); the joint log density includes hierarchical dependencies. The one
+    builder of the prior density: :func:`prior_log_prob_fn` compiles it, the
+    :func:`~pymc_sbi.NeuralPosterior` term subtracts it.
+    """
+    rvs = {rv.name: rv for rv in prior.free_RVs}
+    spec.check_names({n: None for n in rvs})
+    values = {rv: rv.type() for rv in prior.free_RVs}
+    logps = conditional_logp(values)
+    total = pt.sum([pt.sum(lp) for lp in logps.values()])
+    replace = {}
+    for name, shape in zip(spec.names, spec.shapes, strict=True):
+        rv = rvs[name]
+        if tuple(prior.eval_rv_shapes()[name]) != tuple(shape):
+            raise ValueError(f"Prior variable {name!r} has a different shape than in training.")
+        piece = theta[..., spec.slices[name]].reshape(shape)
+        replace[values[rv]] = piece.astype(values[rv].dtype)
+    return graph_replace(total, replace, strict=False)
+
+
+def prior_log_prob_fn(prior_model, spec: ParamSpec) -> Callable[[np.ndarray], np.ndarray]:
+    """``theta (n, d) -> log p(theta) (n,)`` for a PyMC prior, compiled to JAX once.
+
+    The joint log density of the model's free variables (hierarchies included,
+    :func:`prior_log_density`), ``-inf`` outside the
+    support.
+    """
+    theta = pt.vector("theta", shape=(spec.dim,), dtype="float64")
+    logp = prior_log_density(prior_model, spec, theta)
+    fn = get_jaxified_graph(inputs=[theta], outputs=[logp])
+    batched = jax.jit(jax.vmap(lambda t: jnp.reshape(fn(t)[0], ())))
+
+    def log_prob(theta_batch) -> np.ndarray:
+        return np.asarray(batched(jnp.asarray(theta_batch)), np.float64)
+
+    return log_prob

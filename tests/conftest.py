@@ -29,7 +29,7 @@ def no_x64():
 def lg_sims():
     """4,000 linear-Gaussian simulations (prior N(0, I_2), correlated Gaussian noise)."""
     return ps.simulate(
-        linear_gaussian.prior_model(), linear_gaussian.simulator, 4000, seed=0, progress=False
+        linear_gaussian.prior_model(), linear_gaussian.simulator, 4000, seed=0, progressbar=False
     )
 
 
@@ -40,10 +40,7 @@ def lg_nle(lg_sims):
     return ps.fit(
         ps.nle(net),
         lg_sims,
+        ps.TrainConfig(batch_size=100, learning_rate=2e-3, max_epochs=200, patience=10),
         seed=1,
-        batch_size=100,
-        learning_rate=2e-3,
-        max_epochs=200,
-        patience=10,
-        progress=False,
+        progressbar=False,
     )

@@ -14,7 +14,7 @@ def race_simulations(n: int = 8000):
         n,
         seed=0,
         covariates=race.stimulus_design,
-        progress=False,
+        progressbar=False,
     )
 
 
@@ -22,15 +22,15 @@ def race_simulations(n: int = 8000):
 def race_mnle():
     """~10 s on one core: 8,000 single trials, 25 epochs of a small MDN-based MNLE.
 
-    Cosine-decayed Adam from 3e-3 (``ps.cosine_fit_options``): with a constant
+    Cosine-decayed Adam from 3e-3 (``ps.cosine_recipe``): with a constant
     3e-3 the best validation epoch was the 7th (loss 0.2575, and the SBC of the
     term gave p = 0.001-0.004 for ``b`` at seed 0); decayed, the 11th (0.2537,
     p = 0.024).
     """
     net = ps.nn.mixed_density(ps.nn.mdn(num_components=3, hidden_features=32), hidden_features=32)
     sims = race_simulations()
-    fit_options = ps.cosine_fit_options(len(sims), epochs=25, learning_rate=3e-3, batch_size=256)
-    return ps.fit(ps.mnle(net), sims, seed=1, progress=False, **fit_options)
+    config = ps.cosine_recipe(epochs=25, learning_rate=3e-3, batch_size=256)
+    return ps.fit(ps.mnle(net), sims, config, seed=1, progressbar=False)
 
 
 @functools.lru_cache(maxsize=1)
@@ -38,5 +38,5 @@ def race_mnle_shared():
     """:func:`race_mnle` with ``shared_trunk=True`` (same data, budget and MDN size)."""
     net = ps.nn.mixed_density(ps.nn.mdn(num_components=3), hidden_features=32, shared_trunk=True)
     sims = race_simulations()
-    fit_options = ps.cosine_fit_options(len(sims), epochs=25, learning_rate=3e-3, batch_size=256)
-    return ps.fit(ps.mnle(net), sims, seed=1, progress=False, **fit_options)
+    config = ps.cosine_recipe(epochs=25, learning_rate=3e-3, batch_size=256)
+    return ps.fit(ps.mnle(net), sims, config, seed=1, progressbar=False)

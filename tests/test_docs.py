@@ -37,8 +37,8 @@ def test_prior_swap_block(tmp_path, monkeypatch):
     from pymc_sbi.diagnostics import c2st
 
     task = get_task("two_moons")
-    sims = ps.simulate(task.prior_model(), task.simulator, 5000, seed=0, progress=False)
-    est = ps.fit(ps.nle(ps.nn.nsf()), sims, seed=1, progress=False)
+    sims = ps.simulate(task.prior_model(), task.simulator, 5000, seed=0, progressbar=False)
+    est = ps.fit(ps.nle(ps.nn.nsf()), sims, seed=1, progressbar=False)
     monkeypatch.chdir(tmp_path)
     est.save("two_moons_nle.safetensors")
     x_obs = task.observation(1)

@@ -26,10 +26,14 @@ from pymc_sbi.diagnostics import (
 )
 
 out = {}
-sims = ps.simulate(task.prior_model(), task.simulator, 5000, seed=0, progress=False)
-fit_kw = dict(batch_size=100, learning_rate=1e-3, max_epochs=300, patience=20, progress=False)
-npe = ps.fit(ps.npe(ps.nn.maf(hidden_features=32, num_transforms=3)), sims, seed=1, **fit_kw)
-nle = ps.fit(ps.nle(ps.nn.maf(hidden_features=32, num_transforms=3)), sims, seed=1, **fit_kw)
+sims = ps.simulate(task.prior_model(), task.simulator, 5000, seed=0, progressbar=False)
+config = ps.TrainConfig(batch_size=100, learning_rate=1e-3, max_epochs=300, patience=20)
+npe = ps.fit(
+    ps.npe(ps.nn.maf(hidden_features=32, num_transforms=3)), sims, config, seed=1, progressbar=False
+)
+nle = ps.fit(
+    ps.nle(ps.nn.maf(hidden_features=32, num_transforms=3)), sims, config, seed=1, progressbar=False
+)
 
 for name, est in (("npe", npe), ("nle", nle)):
     t = time.perf_counter()
@@ -68,6 +72,6 @@ out["overconfident_tarp_max_error"] = round(
 
 report = diagnose(npe, task.prior_model(), task.simulator, num_datasets=200,
                   num_posterior_samples=200, references=[(task.observation(1),
-                  task.reference_samples(1))], progress=False, seed=4)  # fmt: skip
+                  task.reference_samples(1))], progressbar=False, seed=4)  # fmt: skip
 out["report"] = str(report)
 print(json.dumps(out, indent=1))

@@ -58,12 +58,14 @@ def time_training(
     from pymc_sbi.benchmarks.tasks import get_task
 
     t = get_task(task)
-    sims = ps.simulate(t.prior_model(), t.simulator, simulations, seed=seed, progress=False)
+    sims = ps.simulate(t.prior_model(), t.simulator, simulations, seed=seed, progressbar=False)
     data = sims.as_batch()
     objective = _objective(network, hidden_features, num_transforms)
     rows = []
     for e in members:
-        runner = ps.Runner(objective, batch_size=batch_size, members=None if e == 1 else int(e))
+        runner = ps.train.Runner(
+            objective, batch_size=batch_size, members=None if e == 1 else int(e)
+        )
         key = jax.random.key(seed)
         state = runner.init(key, data)
         t0 = time.perf_counter()

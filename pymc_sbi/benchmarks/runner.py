@@ -133,7 +133,7 @@ def posterior_matrix(idata, spec) -> np.ndarray:
     return spec.flatten(values)
 
 
-def _pymc_nuts(model, backend, chains, draws, seed, tune, progress):
+def _pymc_nuts(model, backend, chains, draws, seed, tune, progressbar):
     """PyMC's ``pm.sample`` with one NUTS backend (see :func:`sample_posterior`)."""
     import pymc as pm
 
@@ -155,7 +155,7 @@ def _pymc_nuts(model, backend, chains, draws, seed, tune, progress):
             tune=tune,
             chains=chains,
             random_seed=seed,
-            progressbar=progress,
+            progressbar=progressbar,
             compute_convergence_checks=False,
             **kwargs,
         )
@@ -165,14 +165,14 @@ def _blackjax(kernel, init="prior"):
     """``ps.sample`` with a BlackJAX kernel, every chain started at its own prior draw
     (``init="resample"``: at prior draws resampled by their likelihood)."""
 
-    def run(model, chains, draws, seed, tune, progress):
+    def run(model, chains, draws, seed, tune, progressbar):
         import pymc_sbi as ps
 
         kwargs = {}
         if kernel == "imh":  # proposal: a Student-t fitted to a short MALA pilot
             import jax
 
-            from pymc_sbi.jaxmodel import jax_model, prior_positions
+            from pymc_sbi.terms.jaxmodel import jax_model, prior_positions
 
             jm = jax_model(model)
             pilot = ps.samplers.run_chains(
@@ -192,7 +192,7 @@ def _blackjax(kernel, init="prior"):
             chains=chains,
             seed=seed,
             init=init,
-            progressbar=progress,
+            progressbar=progressbar,
             **kwargs,
         )
 
@@ -202,16 +202,18 @@ def _blackjax(kernel, init="prior"):
 def _vi(family: str, divergence: str = "rkl"):
     """``ps.fit_vi`` (defaults) then ``chains * draws`` i.i.d. draws; the time includes the fit."""
 
-    def run(model, chains, draws, seed, tune, progress):
+    def run(model, chains, draws, seed, tune, progressbar):
         from pymc_sbi.vi import fit_vi
 
-        post = fit_vi(model, family=family, divergence=divergence, seed=seed, progressbar=progress)
+        post = fit_vi(
+            model, family=family, divergence=divergence, seed=seed, progressbar=progressbar
+        )
         return post.sample(chains * draws, seed=seed + 1)
 
     return run
 
 
-# name -> (run(model, chains, draws, seed, tune, progress) -> DataTree, default chains)
+# name -> (run(model, chains, draws, seed, tune, progressbar) -> DataTree, default chains)
 SAMPLERS: dict[str, tuple] = {
     "numpyro": (lambda m, *a: _pymc_nuts(m, "numpyro", *a), 40),
     "nutpie": (lambda m, *a: _pymc_nuts(m, "nutpie", *a), 4),
@@ -229,7 +231,10 @@ SAMPLERS: dict[str, tuple] = {
 
 
 def register_sampler(name: str, run, default_chains: int = 40) -> None:
-    """Add a benchmark sampler ``run(model, chains, draws, seed, tune, progress) -> DataTree``."""
+    """Add a benchmark sampler ``run(model, chains, draws, seed, tune, progressbar)``.
+
+    ``run`` returns a DataTree.
+    """
     SAMPLERS[name] = (run, default_chains)
 
 
@@ -254,7 +259,7 @@ def sample_posterior(
     seed: int,
     chains: int | None = None,
     tune: int = 300,
-    progress: bool = False,
+    progressbar: bool = False,
     draws: int | None = None,
 ):
     """Draw about ``n_samples`` posterior samples (``chains`` x ``draws``) with one sampler.
@@ -282,11 +287,11 @@ def sample_posterior(
     run, default_chains = SAMPLERS[name]
     chains = spec_chains or chains or default_chains
     draws = spec_draws or draws or -(-n_samples // chains)
-    return run(model, chains, draws, seed, tune, progress), chains, draws
+    return run(model, chains, draws, seed, tune, progressbar), chains, draws
 
 
 METHODS = ("nle", "npe", "snpe", "snle", "snre", "nre_a", "nre_b", "nre_c", "bnre")
-# ratio_fit_options per NRE method (two_moons 10^4, grid C2ST over training seeds 1-3 in
+# ratio_recipe per NRE method (two_moons 10^4, grid C2ST over training seeds 1-3 in
 # docs/benchmarks.md): NRE-A's epochs are ~20x cheaper than NRE-C's and it needs more of
 # them; BNRE's balancing penalty fails at a high learning rate (grid C2ST 0.91-0.97 at 3e-2)
 NRE_FIT = {
@@ -295,7 +300,7 @@ NRE_FIT = {
     "nre_c": {},
     "bnre": {"epochs": 100, "learning_rate": 5e-3},
 }
-# NPE: cosine_fit_options (two_moons 10^4 NSF over seeds 0-2: C2ST 0.503 / 0.540 / 0.530 in
+# NPE: cosine_recipe (two_moons 10^4 NSF over seeds 0-2: C2ST 0.503 / 0.540 / 0.530 in
 # 60 epochs against fit's defaults' 0.582 / 0.544 / 0.536 in 94-108 epochs)
 NPE_FIT = {"epochs": 60, "learning_rate": 2e-3}
 
@@ -340,7 +345,7 @@ def run_benchmark(
     network: str = "nsf",
     n_posterior: int = 10_000,
     c2st_samples: int | None = None,
-    progress: bool = False,
+    progressbar: bool = False,
     rounds: int = 3,
     chains: int | None = None,
     draws: int | None = None,
@@ -363,12 +368,12 @@ def run_benchmark(
     ``ps.sample`` NUTS posteriors, or with ``truncation`` the prior truncated
     to their HPD region), then sample the last round's estimator like ``nle``;
     ``train_s`` covers all rounds. NRE-A/B/C and BNRE train with
-    :func:`pymc_sbi.objectives.nre.ratio_fit_options` (Adam from a high
+    :func:`pymc_sbi.ratio_recipe` (Adam from a high
     learning rate, cosine decay over a fixed number of epochs; per-method
     settings in ``NRE_FIT``); on 2-D uniform-prior tasks (``GRID_BOXES``)
     their rows also carry ``grid_c2st``, the C2ST of the trained ratio's
     exact posterior (:func:`grid_posterior_samples`; not timed). ``npe``
-    trains with :func:`pymc_sbi.cosine_fit_options` (``NPE_FIT``);
+    trains with :func:`pymc_sbi.cosine_recipe` (``NPE_FIT``);
     ``fit_defaults=True`` trains NPE and NRE with :func:`pymc_sbi.fit`'s
     defaults instead.
     ``ensemble=E > 1`` trains ``nle``/``npe``/NRE estimators with
@@ -381,7 +386,6 @@ def run_benchmark(
     import pymc_sbi as ps
     from pymc_sbi.benchmarks.tasks import get_task
     from pymc_sbi.diagnostics import c2st
-    from pymc_sbi.objectives.nre import ratio_fit_options
 
     if ensemble > 1 and method in ("snpe", "snle", "snre"):
         raise ValueError(f"--ensemble is for nle, npe and the NRE methods, not {method}.")
@@ -401,7 +405,7 @@ def run_benchmark(
             per_round,
             seed=seed,
             network=densities[network](),
-            progress=progress,
+            progressbar=progressbar,
         )
         train_s, train_cpu = time.perf_counter() - t, _cpu() - c
         estimator, sims, simulate_s = result.estimator, result.simulations, 0.0
@@ -410,22 +414,20 @@ def run_benchmark(
     elif method in ("snle", "snre"):
         per_round = simulations // rounds
         t, c = time.perf_counter(), _cpu()
-        seq_options = dict(seed=seed, progress=progress, sample_final=False, truncation=truncation)
-        if method == "snle":
-            net = getattr(ps.nn, network)()
-            result = ps.run_snle(
-                task.prior_model(),
-                task.simulator,
-                x_obs,
-                rounds,
-                per_round,
-                network=net,
-                **seq_options,
-            )
-        else:
-            result = ps.run_snre(
-                task.prior_model(), task.simulator, x_obs, rounds, per_round, **seq_options
-            )
+        seq_options = dict(
+            seed=seed, progressbar=progressbar, sample_final=False, truncation=truncation
+        )
+        snle = method == "snle"
+        result = ps.run_sequential(
+            task.prior_model(),
+            task.simulator,
+            x_obs,
+            rounds,
+            per_round,
+            method="nle" if snle else "nre_c",
+            network=getattr(ps.nn, network)() if snle else None,
+            **seq_options,
+        )
         train_s, train_cpu = time.perf_counter() - t, _cpu() - c
         estimator, sims, simulate_s = result.estimator, result.simulations, 0.0
         extra["rounds"] = rounds
@@ -434,29 +436,33 @@ def run_benchmark(
     else:
         t = time.perf_counter()
         sims = ps.simulate(
-            task.prior_model(), task.simulator, simulations, seed=seed, progress=progress
+            task.prior_model(), task.simulator, simulations, seed=seed, progressbar=progressbar
         )
         simulate_s = time.perf_counter() - t
         # ratio classifiers: high learning rate, cosine decay, fixed epochs (see
-        # ratio_fit_options), npe with cosine_fit_options; nle keeps fit's defaults
-        fit_kwargs = {}
+        # ratio_recipe), npe with cosine_recipe; nle keeps fit's defaults
+        config = None
         if fit_defaults:
             extra["fit"] = "defaults"
         elif method in NRE_FIT:
-            fit_kwargs = ratio_fit_options(len(sims), **NRE_FIT[method])
+            config = ps.ratio_recipe(**NRE_FIT[method])
         elif method == "npe":
-            fit_kwargs = ps.cosine_fit_options(len(sims), **NPE_FIT)
-        if fit_kwargs:
-            lr, epochs = fit_kwargs["learning_rate"], fit_kwargs["max_epochs"]
-            extra["fit"] = f"adam {lr:g} cosine {epochs} ep"
+            config = ps.cosine_recipe(**NPE_FIT)
+        if config is not None:
+            extra["fit"] = f"adam {config.learning_rate:g} cosine {config.max_epochs} ep"
         t, c = time.perf_counter(), _cpu()
         if ensemble > 1:
             estimator = ps.fit_ensemble(
-                objective, sims, members=ensemble, seed=seed + 1, progress=progress, **fit_kwargs
+                objective,
+                sims,
+                config,
+                num_members=ensemble,
+                seed=seed + 1,
+                progressbar=progressbar,
             )
             extra["ensemble"] = ensemble
         else:
-            estimator = ps.fit(objective, sims, seed=seed + 1, progress=progress, **fit_kwargs)
+            estimator = ps.fit(objective, sims, config, seed=seed + 1, progressbar=progressbar)
         train_s, train_cpu = time.perf_counter() - t, _cpu() - c
 
     reference = task.reference_samples(observation)
@@ -486,7 +492,7 @@ def run_benchmark(
                 seed=seed + 2 + i,
                 chains=chains,
                 draws=draws,
-                progress=progress,
+                progressbar=progressbar,
             )
             traces[sampler] = idata
             samples = posterior_matrix(idata, estimator.spec)

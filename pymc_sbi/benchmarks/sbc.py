@@ -44,7 +44,7 @@ def run_sbc_benchmark(
     num_warmup: int = 300,
     seed: int = 0,
     max_epochs: int = 300,
-    progress: bool = False,
+    progressbar: bool = False,
 ) -> dict[str, Any]:
     """Train a small MAF ``method`` estimator and time an SBC run; one result row."""
     import pymc_sbi as ps
@@ -54,16 +54,18 @@ def run_sbc_benchmark(
     if method not in ("npe", "nle"):
         raise ValueError(f"--method must be 'npe' or 'nle'; got {method!r}.")
     task = get_task(task_name)
-    sims = ps.simulate(task.prior_model(), task.simulator, simulations, seed=seed, progress=False)
+    sims = ps.simulate(
+        task.prior_model(), task.simulator, simulations, seed=seed, progressbar=False
+    )
     objective = getattr(ps, method)(ps.nn.maf(hidden_features=32, num_transforms=3))
     t = time.perf_counter()
-    estimator = ps.fit(objective, sims, seed=seed + 1, batch_size=100, learning_rate=1e-3,
-                       max_epochs=max_epochs, patience=20, progress=progress)  # fmt: skip
+    config = ps.TrainConfig(batch_size=100, learning_rate=1e-3, max_epochs=max_epochs)
+    estimator = ps.fit(objective, sims, config, seed=seed + 1, progressbar=progressbar)
     train_s = time.perf_counter() - t
     t = time.perf_counter()
     res = run_sbc(estimator, task.prior_model(), task.simulator, num_datasets=datasets,
                   num_posterior_samples=posterior_samples, seed=seed + 2, chains=chains,
-                  num_warmup=num_warmup, progress=progress)  # fmt: skip
+                  num_warmup=num_warmup, progressbar=progressbar)  # fmt: skip
     sbc_s = time.perf_counter() - t
     p = uniformity(res)
     row = {
@@ -115,7 +117,7 @@ def main_sbc(args: argparse.Namespace) -> int:
         num_warmup=args.warmup,
         seed=args.seed,
         max_epochs=args.max_epochs,
-        progress=args.progress,
+        progressbar=args.progress,
     )
     if args.json:
         print(json.dumps(row), flush=True)

@@ -52,7 +52,7 @@ def scaling_estimator(
         simulations,
         seed=seed,
         covariates=race.stimulus_design,
-        progress=False,
+        progressbar=False,
     )
     net = ps.nn.mixed_density(
         ps.nn.mdn(num_components=5, hidden_features=64, activation=activation),
@@ -60,8 +60,10 @@ def scaling_estimator(
         activation=activation,
         shared_trunk=shared_trunk,
     )
-    options = {"batch_size": 512, "learning_rate": 1e-3, "patience": 30} if max_epochs > 1 else {}
-    return ps.fit(ps.mnle(net), sims, seed=seed, max_epochs=max_epochs, progress=False, **options)
+    config = ps.TrainConfig(max_epochs=max_epochs)
+    if max_epochs > 1:
+        config = config.replace(batch_size=512, learning_rate=1e-3, patience=30)
+    return ps.fit(ps.mnle(net), sims, config, seed=seed, progressbar=False)
 
 
 def _model(
@@ -160,7 +162,7 @@ def run_scaling(nuts: bool = False, repeats: int = 50, shared_trunk: bool = Fals
     """Run the benchmark and return a Markdown report.
 
     Each size is timed three times in turn: with the term's default one network
-    pass per distinct (subject, stimulus level) context (:mod:`pymc_sbi.dedup`),
+    pass per distinct (subject, stimulus level) context (:mod:`pymc_sbi.terms.dedup`),
     with ``deduplicate=False`` (one network pass per trial), and per distinct
     context with the shared-trunk MNLE. ``shared_trunk`` picks the MNLE that
     ``nuts`` samples with.

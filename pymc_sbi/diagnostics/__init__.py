@@ -9,8 +9,9 @@
 - :func:`expected_coverage` (HPD regions) and :func:`tarp`;
 - :func:`plot_sbc_ecdf`, :func:`plot_coverage`;
 - :func:`diagnose`: all of them in one call, with a verdict table and figures.
-- ``predictive_check`` / ``PredictiveCheck``: surrogate versus real simulator
-  posterior predictive comparison, re-exported from :mod:`pymc_sbi.predictive`.
+- :func:`predictive_check`: surrogate versus real simulator at posterior draws;
+- :func:`check_posterior_range`: did the posterior take a term outside its training range;
+- :func:`disagreement_summary`: how much an ensemble's members disagree.
 """
 
 from pymc_sbi.diagnostics.c2st import c2st, samples_matrix
@@ -21,8 +22,11 @@ from pymc_sbi.diagnostics.coverage import (
     hpd_levels,
     tarp,
 )
+from pymc_sbi.diagnostics.ensemble import disagreement_summary
 from pymc_sbi.diagnostics.inference import posterior_draws
 from pymc_sbi.diagnostics.plots import plot_coverage, plot_sbc_ecdf, save_figure
+from pymc_sbi.diagnostics.predictive import PredictiveCheck, predictive_check
+from pymc_sbi.diagnostics.range import check_posterior_range
 from pymc_sbi.diagnostics.report import DiagnosticReport, diagnose, format_verdicts
 from pymc_sbi.diagnostics.sbc import (
     SBCResult,
@@ -33,7 +37,6 @@ from pymc_sbi.diagnostics.sbc import (
     uniformity,
 )
 from pymc_sbi.diagnostics.sbc_model import data_logdensity_fn, run_sbc_model
-from pymc_sbi.predictive import PredictiveCheck, predictive_check
 
 __all__ = [
     "CoverageCurve",
@@ -41,9 +44,11 @@ __all__ = [
     "PredictiveCheck",
     "SBCResult",
     "c2st",
+    "check_posterior_range",
     "coverage_curve",
     "data_logdensity_fn",
     "diagnose",
+    "disagreement_summary",
     "expected_coverage",
     "format_verdicts",
     "hpd_levels",

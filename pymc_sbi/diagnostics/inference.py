@@ -39,6 +39,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from pymc_sbi.direct.sampling import sample_posterior
+from pymc_sbi.samplers import run_chains
+from pymc_sbi.terms.jaxmodel import jax_model, prior_positions
+
 __all__ = ["mcmc_posterior", "posterior_draws", "sample_product"]
 
 
@@ -53,7 +57,7 @@ def _loglik_fn(estimator) -> Callable[[jax.Array, jax.Array], jax.Array]:
 
 
 def sample_product(logpost_one, data, init, seed, chains, num_warmup, num_samples, kernel,
-                   progress, sampler_options):  # fmt: skip
+                   progressbar, sampler_options):  # fmt: skip
     r"""Many-chain MCMC on :math:`\sum_b` ``logpost_one(z_b, data_b)`` (the product posterior).
 
     ``data`` is an ``(N, ...)`` array (one block per dataset), ``init`` a
@@ -61,8 +65,6 @@ def sample_product(logpost_one, data, init, seed, chains, num_warmup, num_sample
     ``(z (N, L, dim), log density at the draws (N, L), info)`` with
     ``L = chains * num_samples``.
     """
-    from pymc_sbi.samplers import run_chains
-
     data = jnp.asarray(data)
     n = data.shape[0]
     dim = init.shape[1]
@@ -79,7 +81,7 @@ def sample_product(logpost_one, data, init, seed, chains, num_warmup, num_sample
         kernel=kernel,
         num_warmup=num_warmup,
         num_samples=num_samples,
-        progressbar=progress,
+        progressbar=progressbar,
         **sampler_options,
     )
     z = jnp.asarray(res.positions).reshape(chains, num_samples, n, dim)
@@ -99,13 +101,11 @@ def sample_product(logpost_one, data, init, seed, chains, num_warmup, num_sample
 
 
 def mcmc_posterior(estimator, jm, prior_model, x, seed, chains, num_warmup, num_samples, kernel,
-                    progress, sampler_options):  # fmt: skip
+                    progressbar, sampler_options):  # fmt: skip
     """Sample all datasets' posteriors as one product posterior; see the module docstring.
 
     Returns ``(theta (N, L, d), log density at draws (N, L), logpost_one, info)``.
     """
-    from pymc_sbi.jaxmodel import prior_positions
-
     spec = estimator.spec
     n = x.shape[0]
     loglik = _loglik_fn(estimator)
@@ -120,7 +120,7 @@ def mcmc_posterior(estimator, jm, prior_model, x, seed, chains, num_warmup, num_
     init = prior_positions(prior_model, n * chains, seed=int(rng.integers(2**31)))
     z, lp_draws, info = sample_product(
         logpost_one, x, init, int(rng.integers(2**31)), chains, num_warmup, num_samples, kernel,
-        progress, sampler_options,
+        progressbar, sampler_options,
     )  # fmt: skip
     th = jax.jit(jax.vmap(jax.vmap(theta_of)))(z)
     return np.asarray(th), lp_draws, logpost_one, info
@@ -136,7 +136,7 @@ def posterior_draws(
     chains: int = 4,
     num_warmup: int = 500,
     kernel: str = "nuts",
-    progress: bool = False,
+    progressbar: bool = False,
     **sampler_options: Any,
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """Posterior draws for a batch of observations ``x`` (``(B, *x_shape)``).
@@ -156,8 +156,6 @@ def posterior_draws(
     """
     x = np.asarray(x)
     if estimator.kind == "npe":
-        from pymc_sbi.posterior import sample_posterior
-
         draws = sample_posterior(estimator, x, int(num_samples), seed)
         samples = np.asarray(draws.samples, np.float64)
         lp = np.asarray(estimator.log_prob(x[:, None], samples), np.float64)
@@ -166,12 +164,10 @@ def posterior_draws(
             "min_acceptance_rate": float(np.min(draws.acceptance_rate)),
         }
         return samples, lp, info
-    from pymc_sbi.jaxmodel import jax_model
-
     jm = jax_model(prior_model, var_names=list(estimator.spec.names))
     per_chain = -(-int(num_samples) // int(chains))
     samples, lp, _, info = mcmc_posterior(
         estimator, jm, prior_model, x, seed, int(chains), int(num_warmup), per_chain, kernel,
-        progress, sampler_options,
+        progressbar, sampler_options,
     )  # fmt: skip
     return np.asarray(samples, np.float64), np.asarray(lp, np.float64), info

@@ -28,6 +28,7 @@ import numpy as np
 from pymc_sbi.diagnostics.c2st import c2st, samples_matrix
 from pymc_sbi.diagnostics.coverage import CoverageCurve, expected_coverage, tarp
 from pymc_sbi.diagnostics.inference import posterior_draws
+from pymc_sbi.diagnostics.plots import plot_coverage, plot_sbc_ecdf, save_figure
 from pymc_sbi.diagnostics.sbc import SBCResult, run_sbc, uniformity
 
 __all__ = ["DiagnosticReport", "diagnose", "format_verdicts"]
@@ -112,7 +113,7 @@ def diagnose(
     alpha: float = 0.01,
     figures_dir: str | Path | None = None,
     seed: int = 0,
-    progress: bool = True,
+    progressbar: bool = True,
     verbose: bool = True,
     c2st_kwargs: dict[str, Any] | None = None,
     **sbc_kwargs: Any,
@@ -144,7 +145,7 @@ def diagnose(
         Folder for ``sbc_ecdf.png`` and ``coverage.png`` (created if needed).
     seed
         Same seed, same report.
-    progress
+    progressbar
         Progress bar over the checks (and the sampler's own bars).
     verbose
         Print the verdict table.
@@ -166,7 +167,7 @@ def diagnose(
     references = list(references or [])
     steps = ["SBC", "coverage", "TARP"] + [f"C2ST {i}" for i in range(len(references))]
     steps += ["figures"] if figures_dir is not None else []
-    bar = tqdm(total=len(steps), desc="diagnose", disable=not progress)
+    bar = tqdm(total=len(steps), desc="diagnose", disable=not progressbar)
     timings: dict[str, float] = {}
 
     def step(name: str):
@@ -241,8 +242,6 @@ def diagnose(
 
     figures: list[Path] = []
     if figures_dir is not None:
-        from pymc_sbi.diagnostics.plots import plot_coverage, plot_sbc_ecdf, save_figure
-
         t = step("figures")
         folder = Path(figures_dir)
         folder.mkdir(parents=True, exist_ok=True)

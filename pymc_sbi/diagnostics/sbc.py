@@ -41,6 +41,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from pymc_sbi.diagnostics.inference import mcmc_posterior, posterior_draws
+from pymc_sbi.prior import draw_prior
+from pymc_sbi.simulation import run_simulator
+from pymc_sbi.terms.jaxmodel import jax_model, prior_positions
 
 __all__ = ["SBCResult", "run_sbc", "sbc_from_samples", "sbc_ranks", "sbc_to_datatree", "uniformity"]
 
@@ -243,8 +246,6 @@ def _jsonable(info: dict[str, Any] | None) -> dict[str, Any]:
 
 # --------------------------------------------------------------- simulation
 def _simulate_x(simulator, theta: np.ndarray, num_trials: int | None, seed: int) -> np.ndarray:
-    from pymc_sbi.simulate import run_simulator
-
     if num_trials is None:
         return run_simulator(simulator, theta, seed=seed)
     rep = np.repeat(theta, int(num_trials), axis=0)
@@ -264,7 +265,7 @@ def run_sbc(
     chains: int = 4,
     num_warmup: int = 500,
     kernel: str = "nuts",
-    progress: bool = False,
+    progressbar: bool = False,
     **sampler_options: Any,
 ) -> SBCResult:
     r"""Simulation-based calibration of an NPE, NLE, MNLE or NRE estimator.
@@ -277,7 +278,7 @@ def run_sbc(
     prior_model
         The prior ``pm.Model`` (as used to simulate the training data).
     simulator
-        ``(rng_key, theta) -> x`` in JAX, as for :func:`pymc_sbi.simulate`.
+        ``(rng_key, theta) -> x`` in JAX, as for :func:`pymc_sbi.simulation`.
     num_datasets
         :math:`N`, number of :math:`(\theta^*, x^*)` pairs.
     num_posterior_samples
@@ -292,15 +293,13 @@ def run_sbc(
     chains, num_warmup, kernel, sampler_options
         MCMC settings for NLE/MNLE/NRE, passed to
         :func:`pymc_sbi.samplers.run_chains` (``num_samples = L / chains``).
-    progress
+    progressbar
         Progress bars of the sampler.
 
     Returns
     -------
     SBCResult
     """
-    from pymc_sbi.prior import draw_prior
-
     kind = getattr(estimator, "kind", None)
     if kind is None or not hasattr(estimator, "spec"):
         raise TypeError(f"estimator must be a pymc_sbi Estimator; got {type(estimator).__name__}.")
@@ -328,8 +327,6 @@ def run_sbc(
         chains = int(chains)
         per_chain = -(-L // chains)
         rng = np.random.default_rng(seeds[0])
-        from pymc_sbi.jaxmodel import jax_model, prior_positions
-
         jm = jax_model(prior_model, var_names=list(spec.names))
         z_true = prior_positions(prior_model, n, seed=int(rng.integers(2**31)))
         theta_true = np.asarray(
@@ -340,7 +337,7 @@ def run_sbc(
         t1 = time.perf_counter()
         samples, lp_s, logpost_one, info = mcmc_posterior(
             estimator, jm, prior_model, x, int(seeds[2]), chains, int(num_warmup), per_chain,
-            kernel, progress, sampler_options,
+            kernel, progressbar, sampler_options,
         )  # fmt: skip
         lp_t = np.asarray(jax.jit(jax.vmap(logpost_one))(jnp.asarray(z_true), jnp.asarray(x)))
         samples = np.asarray(samples, np.float64)

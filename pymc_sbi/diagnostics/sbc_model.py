@@ -36,6 +36,7 @@ import pymc as pm
 
 from pymc_sbi.diagnostics.inference import sample_product
 from pymc_sbi.diagnostics.sbc import SBCResult, sbc_from_samples
+from pymc_sbi.terms.jaxmodel import jax_model, prior_positions
 
 __all__ = ["data_logdensity_fn", "run_sbc_model"]
 
@@ -44,15 +45,13 @@ def data_logdensity_fn(model: pm.Model, data: str):
     """The model's log-density with the observed data ``data`` as an argument.
 
     Returns ``(jm, logdensity(z (dim,), y) -> scalar, data_shape)``: ``jm`` is
-    :func:`pymc_sbi.jaxmodel.jax_model` of ``model`` (its ``unravel`` and
+    :func:`pymc_sbi.terms.jaxmodel.jax_model` of ``model`` (its ``unravel`` and
     ``constrained_fn``), ``logdensity`` the joint log-density in the
     unconstrained space (Jacobians included) with the observed value of
     ``data`` replaced by ``y``.
     """
     from pymc.sampling.jax import get_jaxified_graph
     from pytensor.graph.replace import graph_replace
-
-    from pymc_sbi.jaxmodel import jax_model
 
     observed = {rv.name: rv for rv in model.observed_RVs}
     if data not in observed:
@@ -91,7 +90,7 @@ def run_sbc_model(
     chains: int = 4,
     num_warmup: int = 500,
     kernel: str = "nuts",
-    progress: bool = False,
+    progressbar: bool = False,
     **sampler_options: Any,
 ) -> SBCResult:
     r"""SBC of ``model`` (any ``pm.Model``, e.g. hierarchical with a neural term).
@@ -119,7 +118,7 @@ def run_sbc_model(
     chains, num_warmup, kernel, sampler_options
         Many-chain sampler settings (:func:`pymc_sbi.samplers.run_chains`);
         every chain samples all :math:`N` posteriors at once.
-    progress
+    progressbar
         Progress bars.
 
     Returns
@@ -129,8 +128,6 @@ def run_sbc_model(
         holds the simulated datasets; log densities are the unnormalised
         posterior in the unconstrained space (for expected coverage).
     """
-    from pymc_sbi.jaxmodel import prior_positions
-
     n, L = int(num_datasets), int(num_posterior_samples)
     if n < 2 or L < 1:
         raise ValueError(f"num_datasets must be >= 2 and num_posterior_samples >= 1; got {n}, {L}.")
@@ -164,7 +161,7 @@ def run_sbc_model(
     init = prior_positions(model, n * chains, seed=int(seeds[2]))
     z, lp_s, info = sample_product(
         logdensity, y, init, int(seeds[2]) + 1, chains, int(num_warmup), per_chain, kernel,
-        progress, sampler_options,
+        progressbar, sampler_options,
     )  # fmt: skip
     draws = jax.jit(jax.vmap(jax.vmap(jm.constrained_fn)))(z)
 

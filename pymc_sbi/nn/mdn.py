@@ -68,7 +68,7 @@ def mixture_offsets(log_weights: jax.Array, precision_factors: jax.Array) -> jax
     so that :math:`\log q(x) = \mathrm{logsumexp}_k\bigl(o_k - \tfrac12
     \lVert U_k^\top (x - \mu_k) \rVert^2\bigr)` (:func:`offset_log_prob`).
     Computing it once per context, not once per ``x``, is what
-    :mod:`pymc_sbi.dedup` gathers per trial.
+    :mod:`pymc_sbi.terms.dedup` gathers per trial.
     """
     d = precision_factors.shape[-1]
     log_diag = jnp.log(jnp.diagonal(precision_factors, axis1=-2, axis2=-1))

@@ -26,7 +26,7 @@ factors of :math:`q(y \mid c, k)`, transformed as in
 two normalised factors; one context costs one MLP pass instead of
 :math:`1 + K`, which is what a hierarchical model with many (subject,
 condition) contexts pays at every gradient evaluation
-(:mod:`pymc_sbi.dedup`). The flow's ``hidden_features``/``num_hidden`` are
+(:mod:`pymc_sbi.terms.dedup`). The flow's ``hidden_features``/``num_hidden`` are
 unused in this mode (its ``num_components`` and ``min_diag`` are).
 
 The module sees the continuous part already transformed (log and z-scored by
@@ -199,7 +199,7 @@ class MixedDensity(nn.Module):
         Only for an MDN flow, whose mixture depends on the context alone (not on
         :math:`y`): with these, :math:`\log q(y, k \mid c)` at many trials that
         share a context costs one network pass per context
-        (:mod:`pymc_sbi.dedup`).
+        (:mod:`pymc_sbi.terms.dedup`).
 
         Returns
         -------

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from pymc_sbi.standardize import Standardization, fit_standardization
+from pymc_sbi.objectives.standardize import Standardization, fit_standardization
 
 __all__ = [
     "Objective",
@@ -160,7 +160,7 @@ def maximum_likelihood(kind: str, network: nn.Module, dtype, *, bind, log_prob) 
         ``(network, theta, x, standardization) -> (module, init_args)``: the network
         with its ``features`` set, and the example inputs ``module.init`` takes.
     log_prob
-        ``(module, params, standardization, theta, x) -> (B,)`` log densities.
+        ``(module, params, standardization, x, theta) -> (B,)`` log densities.
     """
 
     def init(rng_key, batch, optimizer: optax.GradientTransformation) -> TrainState:
@@ -172,7 +172,7 @@ def maximum_likelihood(kind: str, network: nn.Module, dtype, *, bind, log_prob) 
 
     def loss_fn(params, state: TrainState, batch):
         theta, x = cast_batch(batch, dtype)
-        return -jnp.mean(log_prob(state.module, params, state.standardization, theta, x))
+        return -jnp.mean(log_prob(state.module, params, state.standardization, x, theta))
 
     def step(rng_key, state: TrainState, batch):
         del rng_key  # maximum likelihood needs no randomness

@@ -12,7 +12,7 @@ how many covariates it has (``context_dim - d``).
 
 The wrapped ``init`` also records the per-dimension minimum and maximum of the
 training context and data (:class:`DataRange`), which the out-of-range
-warnings of :mod:`pymc_sbi.range_check` compare against.
+warnings of :mod:`pymc_sbi.terms.range_check` compare against.
 """
 
 from __future__ import annotations

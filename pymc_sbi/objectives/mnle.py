@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from pymc_sbi.nn.mixed import MixedDensity, mixed_density
 from pymc_sbi.objectives.base import (
     Objective,
     TrainState,
@@ -35,13 +36,17 @@ from pymc_sbi.objectives.base import (
     new_train_state,
 )
 from pymc_sbi.objectives.covariates import with_covariates
-from pymc_sbi.standardize import Standardization
+from pymc_sbi.objectives.standardize import Standardization
 
-__all__ = ["mnle", "mnle_log_prob", "mnle_sample"]
+__all__ = ["continuous_transform", "mnle", "mnle_log_prob", "mnle_sample"]
 
 
-def _continuous(module, y):
-    """``(u, log|du/dy|, valid)`` of the continuous part ``y`` ``(..., m)``."""
+def continuous_transform(module, y):
+    """``(u, log|du/dy|, valid)`` of the continuous part ``y`` ``(..., m)``.
+
+    With ``module.log_transform``, :math:`u = \\log y` (valid where every
+    :math:`y_j > 0`), otherwise the identity.
+    """
     if not module.log_transform:
         return y, jnp.zeros(y.shape[:-1], y.dtype), jnp.ones(y.shape[:-1], bool)
     positive = y > 0
@@ -53,7 +58,7 @@ def _continuous(module, y):
 def mnle_log_prob(module: nn.Module, params, standardization: Standardization, x, context):
     r"""``log q(x | context)`` for flat ``x`` ``(..., m + 1)`` and ``context`` ``(..., d + c)``."""
     y, k = x[..., :-1], x[..., -1:]
-    u, log_jac, valid = _continuous(module, y)
+    u, log_jac, valid = continuous_transform(module, y)
     z = (u - standardization.x_mean[:-1]) / standardization.x_std[:-1]
     zc = standardization.theta(context)
     lp = module.apply(params, jnp.concatenate([z, k], axis=-1), zc)
@@ -117,8 +122,6 @@ def mnle(network: nn.Module | None = None, *, dtype=jnp.float32) -> Objective:
         ``init`` / ``step`` / ``evaluate`` with ``kind="mnle"``; batches may carry
         per-trial ``"covariates"``.
     """
-    from pymc_sbi.nn.mixed import MixedDensity, mixed_density
-
     network = mixed_density() if network is None else network
     if not isinstance(network, MixedDensity):
         raise TypeError(

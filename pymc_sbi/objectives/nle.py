@@ -20,14 +20,15 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from pymc_sbi.nn import maf
 from pymc_sbi.objectives.base import (
     Objective,
     maximum_likelihood,
 )
 from pymc_sbi.objectives.covariates import with_covariates
-from pymc_sbi.standardize import Standardization
+from pymc_sbi.objectives.standardize import Standardization
 
-__all__ = ["nle", "nle_log_prob"]
+__all__ = ["nle", "nle_log_prob", "nle_sample"]
 
 
 def nle_log_prob(
@@ -44,6 +45,12 @@ def nle_log_prob(
     zx = standardization.x(x)
     zt = standardization.theta(theta)
     return module.apply(params, zx, zt) + standardization.x_log_det()
+
+
+def nle_sample(module: nn.Module, params, standardization: Standardization, rng_key, theta):
+    """Draws ``x ~ q(x | theta)`` for ``theta`` ``(..., d)``: flat ``x`` ``(..., x_dim)``."""
+    zx = module.apply(params, rng_key, standardization.theta(theta), method="sample")
+    return standardization.x_inverse(zx)
 
 
 def nle(network: nn.Module | None = None, *, dtype=jnp.float32) -> Objective:
@@ -63,15 +70,12 @@ def nle(network: nn.Module | None = None, *, dtype=jnp.float32) -> Objective:
         ``init`` / ``step`` / ``evaluate`` with ``kind="nle"``.
     """
     if network is None:
-        from pymc_sbi.nn import maf
-
         network = maf()
 
     def bind(net, theta, x, std):
         return net.clone(features=x.shape[-1]), (std.x(x[:1]), std.theta(theta[:1]))
 
-    def log_prob(module, params, std, theta, x):
-        return nle_log_prob(module, params, std, x, theta)
-
     # per-trial covariates (batch["covariates"]) join theta as conditioning inputs
-    return with_covariates(maximum_likelihood("nle", network, dtype, bind=bind, log_prob=log_prob))
+    return with_covariates(
+        maximum_likelihood("nle", network, dtype, bind=bind, log_prob=nle_log_prob)
+    )

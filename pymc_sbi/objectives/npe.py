@@ -24,7 +24,7 @@ parameters.  An optional embedding network :math:`s_\psi` summarises
 (:class:`~pymc_sbi.nn.EmbeddedDensity`).
 
 The flow's support is all of :math:`\mathbb{R}^d`, so for a bounded prior some
-of its mass "leaks" outside the prior support; :mod:`pymc_sbi.posterior`
+of its mass "leaks" outside the prior support; :mod:`pymc_sbi.direct.sampling`
 samples with rejection and renormalises the density accordingly.
 """
 
@@ -34,35 +34,42 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from pymc_sbi.nn import maf
 from pymc_sbi.nn.embedding import EmbeddedDensity
 from pymc_sbi.objectives.base import (
     Objective,
     maximum_likelihood,
 )
-from pymc_sbi.standardize import Standardization
+from pymc_sbi.objectives.standardize import Standardization
 
-__all__ = ["npe", "npe_log_prob"]
+__all__ = ["npe", "npe_log_prob", "npe_sample"]
 
 
 def npe_log_prob(
     module: nn.Module,
     params,
     standardization: Standardization,
-    theta: jax.Array,
     x: jax.Array,
+    theta: jax.Array,
 ) -> jax.Array:
-    r"""``log q(theta | x)`` for ``theta`` ``(..., d)`` and flat ``x`` ``(..., x_dim)``.
+    r"""``log q(theta | x)`` for flat ``x`` ``(..., x_dim)`` and ``theta`` ``(..., d)``.
 
     .. math::
 
         \log q(\theta \mid x) = \log q_z(z_\theta \mid z_x) - \sum_j \log \sigma_{\theta,j}
 
     (no correction for mass outside the prior support; see
-    :func:`pymc_sbi.posterior.log_prob_corrected`).
+    :func:`pymc_sbi.direct.sampling.log_prob_corrected`).
     """
     zt = standardization.theta(theta)
     zx = standardization.x(x)
     return module.apply(params, zt, zx) + standardization.theta_log_det()
+
+
+def npe_sample(module: nn.Module, params, standardization: Standardization, rng_key, x):
+    """Draws ``theta ~ q(theta | x)`` for flat ``x`` ``(..., x_dim)``: ``(..., d)``."""
+    zt = module.apply(params, rng_key, standardization.x(x), method="sample")
+    return standardization.theta_inverse(zt)
 
 
 def _with_features(network: nn.Module, features: int) -> nn.Module:
@@ -112,8 +119,6 @@ def npe(
     ``nn.nsf()``, which is more flexible.
     """
     if network is None:
-        from pymc_sbi.nn import maf
-
         network = maf()
     if embedding is not None:
         network = EmbeddedDensity(density=network, embedding=embedding)

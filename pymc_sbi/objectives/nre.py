@@ -45,7 +45,7 @@ logit`` on z-scored inputs, default :func:`pymc_sbi.nn.mlp_classifier`):
     (Delaunoy et al. 2022). :math:`f^\star = \log r` in the limit of
     infinite data and capacity.
 
-Train them with :func:`ratio_fit_options` (a high learning rate decayed
+Train them with :func:`pymc_sbi.ratio_recipe` (a high learning rate decayed
 along a cosine over a fixed number of epochs): with :func:`~pymc_sbi.fit`'s
 defaults the classifier stops before its log-ratio is steep enough, and the
 posterior of a sharp problem comes out too wide.
@@ -80,6 +80,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from pymc_sbi.nn import mlp_classifier
 from pymc_sbi.objectives.base import (
     Objective,
     TrainState,
@@ -88,8 +89,7 @@ from pymc_sbi.objectives.base import (
     init_params,
     new_train_state,
 )
-from pymc_sbi.schedule import cosine_fit_options
-from pymc_sbi.standardize import Standardization, fit_standardization
+from pymc_sbi.objectives.standardize import Standardization, fit_standardization
 
 __all__ = [
     "bnre",
@@ -98,7 +98,6 @@ __all__ = [
     "nre_b",
     "nre_c",
     "nre_log_ratio",
-    "ratio_fit_options",
 ]
 
 
@@ -165,8 +164,6 @@ def _ratio_objective(
     if validation_draws < 1:
         raise ValueError(f"validation_draws must be >= 1, got {validation_draws}.")
     if network is None:
-        from pymc_sbi.nn import mlp_classifier
-
         network = mlp_classifier()
 
     def init(rng_key, batch, optimizer: optax.GradientTransformation) -> TrainState:
@@ -480,50 +477,3 @@ def bnre(
         return bce + lam * balance**2, {"bce": bce, "balance": balance}
 
     return _ratio_objective(network, dtype, loss, 1, validation_draws)
-
-
-def ratio_fit_options(
-    num_simulations: int,
-    *,
-    epochs: int = 40,
-    learning_rate: float = 3e-2,
-    batch_size: int = 200,
-    validation_fraction: float = 0.1,
-    final_fraction: float = 0.02,
-) -> dict:
-    r"""Keyword arguments for :func:`~pymc_sbi.fit` that train a ratio classifier fast and sharp.
-
-    :func:`pymc_sbi.cosine_fit_options` with settings for ratio classifiers:
-    Adam with a learning rate that starts high and decays along a cosine to
-    ``final_fraction`` of it over exactly ``epochs`` epochs (no early
-    stopping; :func:`~pymc_sbi.fit` still returns the epoch with the lowest
-    validation loss)::
-
-        est = ps.fit(ps.nre_c(), sims, seed=1, **ratio_fit_options(len(sims)))
-
-    Why: a sharp posterior needs a steep log-ratio, i.e. large weights, and
-    Adam moves each weight by about the learning rate per step.  With
-    :func:`~pymc_sbi.fit`'s defaults (5e-4, patience 20) the classifier is
-    still widening its margins when early stopping ends training, and its
-    posterior is too wide.  On two_moons with 10^4 simulations (observation
-    1, exact posterior of the trained classifier by grid quadrature) NRE-C
-    with the default classifier scored C2ST 0.66 with the defaults (141
-    epochs, ~19 CPU-s) and 0.51-0.52 over three training seeds with this
-    schedule (40 epochs, ~9 CPU-s); see ``docs/benchmarks.md``.  NRE-A's
-    epochs are much cheaper and it needs more of them (``epochs=200,
-    learning_rate=2e-2``); BNRE's balancing penalty does not tolerate a high
-    rate (use about ``learning_rate=5e-3, epochs=100``).
-
-    Parameters and return value are those of :func:`pymc_sbi.cosine_fit_options`
-    (the same dict, usable with :func:`~pymc_sbi.fit` or
-    :func:`~pymc_sbi.fit_ensemble`), with defaults for ratio classifiers:
-    ``epochs=40``, ``learning_rate=3e-2``.
-    """
-    return cosine_fit_options(
-        num_simulations,
-        epochs=epochs,
-        learning_rate=learning_rate,
-        batch_size=batch_size,
-        validation_fraction=validation_fraction,
-        final_fraction=final_fraction,
-    )

@@ -15,7 +15,7 @@ under the training prior and under the proposal it was drawn from::
 (for prior draws ``log_proposal == log_prior``).  The trained network is an
 NPE network (``kind="npe"``): ``module.apply(params, z_theta, z_x)`` is
 :math:`\log q(z_\theta \mid z_x)`, and :class:`~pymc_sbi.Estimator`,
-:func:`pymc_sbi.posterior.sample_posterior` etc. use it unchanged.
+:func:`pymc_sbi.direct.sampling.sample_posterior` etc. use it unchanged.
 
 ``snpe_c`` -- APT, atomic loss (Greenberg, Nonnenmacher & Macke 2019)
     For pair :math:`i` draw :math:`A - 1` other parameters of the batch,
@@ -89,7 +89,7 @@ def _column(batch, name: str, method: str, dtype) -> jax.Array:
         )
         raise ValueError(
             f"{method} needs a batch column {name!r}: {what}. Batches must be dicts with keys "
-            "'theta', 'x', 'log_prior' and 'log_proposal'; pymc_sbi.sequential builds them. "
+            "'theta', 'x', 'log_prior' and 'log_proposal'; pymc_sbi.sequential.snpe builds them. "
             "A proposal without a tractable density cannot be used with this loss"
             + (" (snpe_c needs only 'log_prior')." if method == "snpe_b" else ".")
         )
@@ -134,7 +134,7 @@ def snpe_c(
     Parameters
     ----------
     network
-        Conditional density network (default ``nn.maf()``, as :func:`~pymc_sbi.npe`).
+        Conditional density network (default ``nn.maf()``, as :func:`~pymc_sbi.direct`).
     num_atoms
         Atoms per softmax, the true :math:`\theta_i` included (sbi's default 10);
         at most the batch size.  The contrasting atoms of each row are distinct
@@ -168,12 +168,12 @@ def snpe_c(
         idx = jnp.concatenate([jnp.arange(b)[:, None], others], axis=1)  # (B, A), true first
         atoms = theta[idx]  # (B, A, d)
         xs = jnp.broadcast_to(x[:, None, :], (*idx.shape, x.shape[-1]))
-        logits = npe_log_prob(state.module, params, state.standardization, atoms, xs)
+        logits = npe_log_prob(state.module, params, state.standardization, xs, atoms)
         logits = logits - log_prior[idx]
         return -jnp.mean(jax.nn.log_softmax(logits, axis=-1)[:, 0])
 
     def mle_loss(params, state: TrainState, theta, x):
-        lp = npe_log_prob(state.module, params, state.standardization, theta, x)
+        lp = npe_log_prob(state.module, params, state.standardization, x, theta)
         return -jnp.mean(lp)
 
     def loss_fn(rng_key, params, state: TrainState, batch):
@@ -235,7 +235,7 @@ def snpe_b(
     ``log_proposal`` values of a batch, but not to *different* constants for
     different proposals: with simulations from several rounds in one batch,
     each ``log_proposal`` must be a normalised density (or all of them off by
-    the same constant).  :mod:`pymc_sbi.sequential` records the truncated
+    the same constant).  :mod:`pymc_sbi.sequential.snpe` records the truncated
     proposal's normalised density (with the acceptance-rate estimate of its
     normaliser), or the density of the mixture of all rounds' proposals.
     """
@@ -252,7 +252,7 @@ def snpe_b(
             b = theta.shape[0]
             w = jnp.minimum(w, jnp.sqrt(b) / b)
             w = w / jnp.sum(w)
-        lp = npe_log_prob(state.module, params, state.standardization, theta, x)
+        lp = npe_log_prob(state.module, params, state.standardization, x, theta)
         return -jnp.sum(w * lp)
 
     step, evaluate = _training_step(loss_fn)

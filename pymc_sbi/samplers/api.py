@@ -1,7 +1,7 @@
 """``ps.sample``: many vectorised BlackJAX chains on any ``pm.Model``, returned as a ``DataTree``.
 
 The model's joint log-density in the unconstrained space (PyMC's JAX backend,
-neural terms inlined; :func:`pymc_sbi.jaxmodel.jax_model`) goes to
+neural terms inlined; :func:`pymc_sbi.terms.jaxmodel.jax_model`) goes to
 :func:`pymc_sbi.samplers.run_chains`; the draws come back in the model's
 constrained variables with PyMC's names, dims and coords. This does not go
 through ``pm.sample(nuts_sampler="blackjax")``, which is broken with blackjax
@@ -20,8 +20,8 @@ import numpy as np
 import pymc as pm
 from xarray import DataTree
 
-from pymc_sbi.jaxmodel import jax_model, prior_logdensity_fn, prior_positions, to_datatree
 from pymc_sbi.samplers.driver import run_chains
+from pymc_sbi.terms.jaxmodel import jax_model, prior_logdensity_fn, prior_positions, to_datatree
 
 __all__ = ["initial_positions", "resample_positions", "sample"]
 
@@ -34,7 +34,7 @@ def resample_positions(
     ``num_candidates`` (default ``max(10_000, 10 * chains)``) joint prior draws
     :math:`z_i` are weighted by the likelihood,
     :math:`w_i \propto \pi(z_i) / p_0(z_i)` (the model's log-density minus its
-    prior part, :func:`~pymc_sbi.jaxmodel.prior_logdensity_fn`), and ``chains``
+    prior part, :func:`~pymc_sbi.terms.jaxmodel.prior_logdensity_fn`), and ``chains``
     of them are drawn with replacement in proportion to :math:`w_i` (sbi's
     ``init_strategy="resample"``). The chains then start inside the posterior's
     typical set, each mode weighted by its posterior mass up to the Monte-Carlo

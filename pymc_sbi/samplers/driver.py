@@ -73,7 +73,7 @@ class _Config(NamedTuple):
     options: tuple[tuple[str, Any], ...]
     target_accept: float | None
     dense: bool
-    progress: bool
+    progressbar: bool
 
 
 def _preconditioned(logdensity_fn: Callable, scale: jax.Array) -> Callable:
@@ -151,7 +151,7 @@ def _run_impl(logdensity_fn, config: _Config, rng_key, positions, schedule, num_
         jnp.zeros((num_samples, n_chains, dim), positions.dtype),
         jax.tree.map(lambda a: jnp.zeros((num_samples, *a.shape), a.dtype), stats_shape),
     )
-    tick = _progress(total, f"warm-up + sampling ({config.kernel})") if config.progress else None
+    tick = _progress(total, f"warm-up + sampling ({config.kernel})") if config.progressbar else None
 
     def end_window(args):
         states, da, width, scale, acc = args
@@ -321,7 +321,7 @@ def run_chains(
         options=_hashable_options(options),
         target_accept=float(target_accept or spec.target_accept or 0.5),
         dense=metric == "dense" and spec.precondition,
-        progress=bool(progressbar),
+        progressbar=bool(progressbar),
     )
     slow, end = adapt.warmup_schedule(int(num_warmup), with_windows=spec.precondition)
     schedule = (jnp.asarray(slow), jnp.asarray(end))

@@ -36,6 +36,8 @@ import jax.numpy as jnp
 import numpy as np
 import pymc as pm
 
+from pymc_sbi.terms.jaxmodel import jax_model
+
 __all__ = ["GaussianProposal", "NPEProposal", "fit_gaussian", "npe_proposal"]
 
 
@@ -185,8 +187,6 @@ def npe_proposal(estimator, x_obs, model: pm.Model | None = None) -> NPEProposal
     ValueError
         If the model's free variables differ from the estimator's parameters.
     """
-    from pymc_sbi.jaxmodel import jax_model
-
     if getattr(estimator, "kind", None) != "npe":
         raise TypeError(
             "npe_proposal needs an NPE estimator (kind 'npe'), got kind "

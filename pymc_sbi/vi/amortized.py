@@ -40,12 +40,12 @@ import pymc as pm
 from xarray import DataTree
 
 from pymc_sbi.estimator import Estimator
-from pymc_sbi.jaxmodel import JaxModel, jax_model, prior_positions
 from pymc_sbi.prior import param_spec
-from pymc_sbi.simulate import Simulations, simulate
+from pymc_sbi.simulation import Simulations, simulate
+from pymc_sbi.terms.jaxmodel import JaxModel, jax_model, prior_positions
 from pymc_sbi.vi.core import make_vi_optimizer, run, vi_algorithm
 from pymc_sbi.vi.families import Family, condition_family, make_family
-from pymc_sbi.vi.fit import _map_logdensity, warmup_moments
+from pymc_sbi.vi.fit import map_logdensity, warmup_moments
 from pymc_sbi.vi.posterior import VIPosterior
 
 __all__ = ["AmortizedVIPosterior", "train_amortized"]
@@ -100,7 +100,7 @@ class AmortizedVIPosterior:
         names = self.config["names"]
         target = _joint_logdensity(jm, loglik, names)
         theta_of = _constrained_flat(jm, names, param_spec(jm.model, names))
-        prior_map = _map_logdensity(jm.model, jm)
+        prior_map = map_logdensity(jm.model, jm)
         return VIPosterior(
             family,
             self.params,
@@ -203,7 +203,7 @@ def train_amortized(
     if x is None:
         if simulator is None:
             raise ValueError("Pass the observations x (array or Simulations) or a simulator.")
-        x = simulate(prior, simulator, int(num_simulations), seed=seed, progress=progressbar)
+        x = simulate(prior, simulator, int(num_simulations), seed=seed, progressbar=progressbar)
     pool = jnp.asarray(x.x if isinstance(x, Simulations) else x)
     if pool.ndim < 1 or pool.shape[0] < 2:
         raise ValueError(f"x must be a pool of observations (n >= 2, *x_shape), got {pool.shape}.")

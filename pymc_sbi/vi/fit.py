@@ -37,7 +37,7 @@ import optax
 import pymc as pm
 from pymc.sampling.jax import get_jaxified_graph
 
-from pymc_sbi.jaxmodel import jax_model, prior_positions
+from pymc_sbi.terms.jaxmodel import jax_model, prior_positions
 from pymc_sbi.vi.core import make_vi_optimizer, run, vi_algorithm
 from pymc_sbi.vi.divergences import make_loss
 from pymc_sbi.vi.families import Family, gaussian, make_family
@@ -67,7 +67,7 @@ def _has_outer_affine(params: Any) -> bool:
     return isinstance(params, dict) and set(params) == {"loc", "tril_raw", "flow"}
 
 
-def _map_logdensity(model: pm.Model, jm) -> Callable[[jax.Array], jax.Array]:
+def map_logdensity(model: pm.Model, jm) -> Callable[[jax.Array], jax.Array]:
     """The model's log-density without the transforms' Jacobians, as a function of ``z``."""
     graph = get_jaxified_graph(inputs=list(model.value_vars), outputs=[model.logp(jacobian=False)])
     return lambda z: graph(*jm.unravel(z))[0]
@@ -168,7 +168,7 @@ def fit_vi(
         model = pm.modelcontext(model)
         jm = jax_model(model)
         logdensity_fn, dim = jm.logdensity_fn, jm.dim
-        map_fn = _map_logdensity(model, jm)
+        map_fn = map_logdensity(model, jm)
     elif model is not None:
         raise ValueError("Pass either a model or a logdensity_fn, not both.")
     elif dim is None:

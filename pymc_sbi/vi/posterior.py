@@ -32,7 +32,7 @@ from arviz_base import from_dict
 from arviz_stats.base import array_stats
 from xarray import DataTree
 
-from pymc_sbi.jaxmodel import JaxModel, to_datatree
+from pymc_sbi.terms.jaxmodel import JaxModel, to_datatree
 from pymc_sbi.vi.families import Family
 
 __all__ = ["VIDiagnostics", "VIPosterior"]

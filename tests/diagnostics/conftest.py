@@ -29,15 +29,12 @@ def exact_nle():
 def lg_npe_small():
     """A small MAF posterior on 3,000 linear-Gaussian simulations (a few seconds)."""
     sims = ps.simulate(
-        linear_gaussian.prior_model(), linear_gaussian.simulator, 3000, seed=0, progress=False
+        linear_gaussian.prior_model(), linear_gaussian.simulator, 3000, seed=0, progressbar=False
     )
     return ps.fit(
         ps.npe(ps.nn.maf(hidden_features=32, num_transforms=2)),
         sims,
+        ps.TrainConfig(batch_size=100, learning_rate=2e-3, max_epochs=80, patience=10),
         seed=1,
-        batch_size=100,
-        learning_rate=2e-3,
-        max_epochs=80,
-        patience=10,
-        progress=False,
+        progressbar=False,
     )

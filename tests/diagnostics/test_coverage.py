@@ -111,7 +111,7 @@ def test_diagnose_npe_report(lg_npe_small, tmp_path, capsys):
         num_posterior_samples=100,
         references=[(x_obs, reference)],
         figures_dir=tmp_path / "figs",
-        progress=False,
+        progressbar=False,
         c2st_kwargs={"classifier": "fast"},
     )
     printed = capsys.readouterr().out

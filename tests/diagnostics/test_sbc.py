@@ -192,11 +192,11 @@ def test_trained_nle_sbc_200_datasets_is_calibrated(lg_nle):
 
 
 def test_sbc_from_datatree_of_a_batch():
-    """``ps.to_datatree`` output for N observations gives the same ranks as the array."""
+    """``ps.direct.to_datatree`` output for N observations gives the same ranks as the array."""
     theta, x, draws, _, _ = analytic_sbc_draws(15, 30, seed=5)
     spec = ps.param_spec(linear_gaussian.prior_model())
-    dt = ps.to_datatree(draws, spec, observations=x)
+    dt = ps.direct.to_datatree(draws, spec, observations=x)
     from_tree = sbc_from_samples(theta, dt, spec=spec)
     np.testing.assert_array_equal(from_tree.ranks, sbc_ranks(theta, draws))
     with pytest.raises(ValueError, match="observation"):
-        sbc_from_samples(theta, ps.to_datatree(draws[0], spec), spec=spec)
+        sbc_from_samples(theta, ps.direct.to_datatree(draws[0], spec), spec=spec)

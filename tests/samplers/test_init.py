@@ -5,7 +5,7 @@ import pymc as pm
 import pytest
 
 import pymc_sbi as ps
-from pymc_sbi.jaxmodel import jax_model, prior_logdensity_fn
+from pymc_sbi.terms.jaxmodel import jax_model, prior_logdensity_fn
 
 Y = np.array([[0.5, -1.0], [1.5, 0.2], [1.0, -0.5]])
 N_CHAINS = 4000

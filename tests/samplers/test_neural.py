@@ -35,8 +35,8 @@ def two_moons_c2st():
 
     task = get_task("two_moons")
     x_obs = task.observation(1)
-    sims = ps.simulate(task.prior_model(), task.simulator, 10_000, seed=0, progress=False)
-    est = ps.fit(ps.nle(ps.nn.nsf()), sims, seed=1, progress=False)
+    sims = ps.simulate(task.prior_model(), task.simulator, 10_000, seed=0, progressbar=False)
+    est = ps.fit(ps.nle(ps.nn.nsf()), sims, seed=1, progressbar=False)
     reference = task.reference_samples(1)
 
     def run(kernel, chains, draws, init="prior"):

@@ -55,9 +55,9 @@ def simulator(rng_key, theta):
 
 @pytest.fixture(scope="module")
 def npe_est():
-    sims = ps.simulate(prior(), simulator, 1500, seed=0, progress=False)
+    sims = ps.simulate(prior(), simulator, 1500, seed=0, progressbar=False)
     net = ps.nn.maf(hidden_features=16, num_transforms=2)
-    return ps.fit(ps.npe(net), sims, seed=1, max_epochs=5, progress=False)
+    return ps.fit(ps.npe(net), sims, ps.TrainConfig(max_epochs=5), seed=1, progressbar=False)
 
 
 X_OBS = np.array([0.3, -0.2, 0.6])

@@ -1,0 +1,33 @@
+"""Training: one loop (:func:`train_loop`) under :func:`fit`, :func:`fit_ensemble` and
+sequential rounds, configured once by a :class:`TrainConfig`; the :class:`Runner`
+(``init`` / ``update`` / ``run``) for custom loops."""
+
+from pymc_sbi.train.config import TrainConfig, cosine_recipe, ratio_recipe, steps_per_epoch
+from pymc_sbi.train.loop import (
+    epoch_batches,
+    fit,
+    fit_ensemble,
+    run_epoch,
+    select_members,
+    take,
+    train_loop,
+    train_validation_split,
+)
+from pymc_sbi.train.runner import Runner, RunResult
+
+__all__ = [
+    "RunResult",
+    "Runner",
+    "TrainConfig",
+    "cosine_recipe",
+    "epoch_batches",
+    "fit",
+    "fit_ensemble",
+    "ratio_recipe",
+    "run_epoch",
+    "select_members",
+    "steps_per_epoch",
+    "take",
+    "train_loop",
+    "train_validation_split",
+]
