@@ -101,7 +101,7 @@ def main(progressbar=True, seed=0, shared_trunk=False):
     surrogate_model = build_model(data, estimator)
     ps.check_posterior_range(posteriors["mnle"], surrogate_model)
     check = ps.predictive_check(
-        surrogate_model, posteriors["mnle"], "x", race.simulator, n_draws=100
+        surrogate_model, posteriors["mnle"], "x", race.simulator, num_draws=100
     )
     rows = []
     for var in ["mu_v", "sd_v", "mu_b", "sd_b", "sigma", "v", "b"]:

@@ -242,7 +242,7 @@ def prior_log_density(prior: pm.Model, spec: ParamSpec, theta) -> pt.TensorVaria
     return graph_replace(total, replace, strict=False)
 
 
-def prior_log_prob_fn(prior_model, spec: ParamSpec) -> Callable[[np.ndarray], np.ndarray]:
+def prior_log_prob_fn(prior, spec: ParamSpec) -> Callable[[np.ndarray], np.ndarray]:
     """``theta (n, d) -> log p(theta) (n,)`` for a PyMC prior, compiled to JAX once.
 
     The joint log density of the model's free variables (hierarchies included,
@@ -250,7 +250,7 @@ def prior_log_prob_fn(prior_model, spec: ParamSpec) -> Callable[[np.ndarray], np
     support.
     """
     theta = pt.vector("theta", shape=(spec.dim,), dtype="float64")
-    logp = prior_log_density(prior_model, spec, theta)
+    logp = prior_log_density(prior, spec, theta)
     fn = get_jaxified_graph(inputs=[theta], outputs=[logp])
     batched = jax.jit(jax.vmap(lambda t: jnp.reshape(fn(t)[0], ())))
 

@@ -45,6 +45,7 @@ import pymc as pm
 from tqdm.auto import tqdm
 
 from pymc_sbi.prior import draw_prior, param_spec
+from pymc_sbi.seed import as_seed_int
 from pymc_sbi.spec import ParamSpec
 
 __all__ = ["Simulations", "draw_covariates", "run_simulator", "simulate"]
@@ -126,8 +127,10 @@ class Simulations:
         return 0 if self.covariates is None else int(self.covariates.shape[1])
 
     def as_batch(self) -> dict[str, np.ndarray]:
-        """The ``{"theta": (n, d), "x": (n, ...)}`` dict that objectives train on,
-        plus ``"covariates": (n, c)`` when the simulations have them."""
+        """The ``{"theta": (n, d), "x": (n, ...)}`` dict that objectives train on.
+
+        It holds ``"covariates": (n, c)`` too when the simulations have them.
+        """
         batch = {"theta": self.theta, "x": self.x}
         if self.covariates is not None:
             batch["covariates"] = self.covariates
@@ -236,7 +239,7 @@ def run_simulator(
                 f"covariates have shape {np.shape(covariates)}; expected ({theta.shape[0]}, c)."
             )
     batch_size = max(1, min(int(batch_size), theta.shape[0]))
-    seeds = np.random.SeedSequence(seed)
+    seeds = np.random.SeedSequence(None if seed is None else as_seed_int(seed))
     if backend == "jax":
         key = jax.random.key(int(seeds.generate_state(1)[0]))
         return _run_jax(simulator, theta, key, batch_size, progressbar, cov)
@@ -353,7 +356,7 @@ def simulate(
     if n < 1:
         raise ValueError(f"num_simulations must be a positive integer, got {n}.")
     spec = param_spec(prior, names)
-    seeds = np.random.SeedSequence(seed).spawn(3)
+    seeds = np.random.SeedSequence(None if seed is None else as_seed_int(seed)).spawn(3)
     theta = draw_prior(prior, n, seed=int(seeds[0].generate_state(1)[0]), names=names)
     cov = None
     if covariates is not None:

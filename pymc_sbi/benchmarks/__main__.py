@@ -40,6 +40,7 @@ def format_table(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the ``python -m pymc_sbi.benchmarks`` command line; returns the exit status."""
     parser = argparse.ArgumentParser(prog="python -m pymc_sbi.benchmarks")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="simulate, train, sample and score one configuration")

@@ -57,7 +57,7 @@ def prior_model() -> pm.Model:
 
 
 def stimulus_design(rng: np.random.Generator, n: int) -> np.ndarray:
-    """Training design of the covariate: :math:`s \\sim \\mathrm{Uniform}(-1, 1)`, ``(n, 1)``."""
+    r"""Training design of the covariate: :math:`s \sim \mathrm{Uniform}(-1, 1)`, ``(n, 1)``."""
     return rng.uniform(-1.0, 1.0, size=(n, 1))
 
 

@@ -54,6 +54,7 @@ class BenchmarkResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
+        """The row as a flat dict (``extra`` merged in), for JSON output."""
         d = dict(self.__dict__)
         d.update(d.pop("extra"))
         return d
@@ -162,8 +163,10 @@ def _pymc_nuts(model, backend, chains, draws, seed, tune, progressbar):
 
 
 def _blackjax(kernel, init="prior"):
-    """``ps.sample`` with a BlackJAX kernel, every chain started at its own prior draw
-    (``init="resample"``: at prior draws resampled by their likelihood)."""
+    """``ps.sample`` with a BlackJAX kernel, every chain at its own prior draw.
+
+    With ``init="resample"`` the chains start at prior draws resampled by their likelihood.
+    """
 
     def run(model, chains, draws, seed, tune, progressbar):
         import pymc_sbi as ps
@@ -203,10 +206,13 @@ def _vi(family: str, divergence: str = "rkl"):
     """``ps.fit_vi`` (defaults) then ``chains * draws`` i.i.d. draws; the time includes the fit."""
 
     def run(model, chains, draws, seed, tune, progressbar):
-        from pymc_sbi.vi import fit_vi
+        from pymc_sbi.vi import VIConfig, fit_vi
 
         post = fit_vi(
-            model, family=family, divergence=divergence, seed=seed, progressbar=progressbar
+            model,
+            VIConfig(family=family, divergence=divergence),
+            seed=seed,
+            progressbar=progressbar,
         )
         return post.sample(chains * draws, seed=seed + 1)
 
@@ -239,8 +245,11 @@ def register_sampler(name: str, run, default_chains: int = 40) -> None:
 
 
 def parse_sampler(spec: str) -> tuple[str, int | None, int | None]:
-    """``"mala"`` -> ``("mala", None, None)``; ``"numpyro:40"`` -> 40 chains;
-    ``"numpyro:40x250"`` -> 40 chains of 250 draws."""
+    """Parse a sampler spec: ``"mala"``, ``"numpyro:40"``, ``"numpyro:40x250"``.
+
+    ``"mala"`` -> ``("mala", None, None)``; ``"numpyro:40"`` -> 40 chains;
+    ``"numpyro:40x250"`` -> 40 chains of 250 draws.
+    """
     name, _, shape = spec.partition(":")
     if name not in SAMPLERS:
         raise ValueError(f"Unknown sampler {name!r}; choose from {sorted(SAMPLERS)}.")

@@ -286,8 +286,10 @@ def slcp_moments(theta: jax.Array) -> tuple[jax.Array, jax.Array]:
 
 
 def _slcp_simulator(rng_key: jax.Array, theta: jax.Array) -> jax.Array:
-    r"""Four i.i.d. draws :math:`x_j \sim N(m, S)` (:func:`slcp_moments`), flattened
-    to ``(8,)`` as ``(x_{1,1}, x_{1,2}, x_{2,1}, \dots)`` -- sbibm's layout."""
+    r"""Four i.i.d. draws :math:`x_j \sim N(m, S)` (:func:`slcp_moments`).
+
+    Flattened to ``(8,)`` as ``(x_{1,1}, x_{1,2}, x_{2,1}, \dots)`` -- sbibm's layout.
+    """
     m, cov = slcp_moments(theta)
     chol = jnp.linalg.cholesky(cov)
     eps = jax.random.normal(rng_key, (SLCP_NUM_DRAWS, 2), m.dtype)

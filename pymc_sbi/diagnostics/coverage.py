@@ -46,14 +46,14 @@ __all__ = ["CoverageCurve", "coverage_curve", "expected_coverage", "hpd_levels",
 
 
 class CoverageCurve(NamedTuple):
-    """Empirical coverage against credibility level.
+    r"""Empirical coverage against credibility level.
 
     Attributes
     ----------
     levels
-        ``(K,)`` credibility levels :math:`\\alpha` in ``[0, 1]``.
+        ``(K,)`` credibility levels :math:`\alpha` in ``[0, 1]``.
     coverage
-        ``(K,)`` empirical coverage :math:`C(\\alpha)`.
+        ``(K,)`` empirical coverage :math:`C(\alpha)`.
     lower, upper
         ``(K,)`` simultaneous ``band_prob`` band of :math:`C` under calibration.
     f
@@ -74,12 +74,12 @@ class CoverageCurve(NamedTuple):
 
     @property
     def max_error(self) -> float:
-        """Largest :math:`|C(\\alpha) - \\alpha|`."""
+        r"""Largest :math:`|C(\alpha) - \alpha|`."""
         return float(np.max(np.abs(self.coverage - self.levels)))
 
     @property
     def area(self) -> float:
-        """Signed area :math:`\\int (C(\\alpha) - \\alpha) d\\alpha`: < 0 over-confident."""
+        r"""Signed area :math:`\int (C(\alpha) - \alpha) d\alpha`: < 0 over-confident."""
         return float(np.mean(self.coverage - self.levels))
 
     @property
@@ -132,7 +132,7 @@ def coverage_curve(
 
 
 def _level(count: np.ndarray, num_samples: int) -> np.ndarray:
-    """Count of ``L`` draws -> level ``(count + 0.5) / (L + 1)``.
+    r"""Count of ``L`` draws -> level ``(count + 0.5) / (L + 1)``.
 
     Under calibration the count is uniform on ``0..L``; the mid-point keeps
     :math:`f_n` strictly inside ``(0, 1)`` and uniform to within ``1 / (2(L+1))``,

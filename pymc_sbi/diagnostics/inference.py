@@ -100,7 +100,7 @@ def sample_product(logpost_one, data, init, seed, chains, num_warmup, num_sample
     return z, np.asarray(lp_draws), info
 
 
-def mcmc_posterior(estimator, jm, prior_model, x, seed, chains, num_warmup, num_samples, kernel,
+def mcmc_posterior(estimator, jm, prior, x, seed, chains, num_warmup, num_samples, kernel,
                     progressbar, sampler_options):  # fmt: skip
     """Sample all datasets' posteriors as one product posterior; see the module docstring.
 
@@ -117,7 +117,7 @@ def mcmc_posterior(estimator, jm, prior_model, x, seed, chains, num_warmup, num_
         return jm.logdensity_fn(z) + loglik(x_n, theta_of(z)).astype(z.dtype)
 
     rng = np.random.default_rng(seed)
-    init = prior_positions(prior_model, n * chains, seed=int(rng.integers(2**31)))
+    init = prior_positions(prior, n * chains, seed=int(rng.integers(2**31)))
     z, lp_draws, info = sample_product(
         logpost_one, x, init, int(rng.integers(2**31)), chains, num_warmup, num_samples, kernel,
         progressbar, sampler_options,
@@ -128,7 +128,7 @@ def mcmc_posterior(estimator, jm, prior_model, x, seed, chains, num_warmup, num_
 
 def posterior_draws(
     estimator,
-    prior_model,
+    prior,
     x,
     num_samples: int = 1000,
     *,
@@ -164,10 +164,10 @@ def posterior_draws(
             "min_acceptance_rate": float(np.min(draws.acceptance_rate)),
         }
         return samples, lp, info
-    jm = jax_model(prior_model, var_names=list(estimator.spec.names))
+    jm = jax_model(prior, var_names=list(estimator.spec.names))
     per_chain = -(-int(num_samples) // int(chains))
     samples, lp, _, info = mcmc_posterior(
-        estimator, jm, prior_model, x, seed, int(chains), int(num_warmup), per_chain, kernel,
+        estimator, jm, prior, x, seed, int(chains), int(num_warmup), per_chain, kernel,
         progressbar, sampler_options,
     )  # fmt: skip
     return np.asarray(samples, np.float64), np.asarray(lp, np.float64), info

@@ -89,8 +89,10 @@ class PredictiveCheck:
 
     @property
     def standardized_difference(self) -> np.ndarray:
-        r"""Per statistic,
-        :math:`(\bar T_{\text{surr}} - \bar T_{\text{sim}}) / \mathrm{sd}(T_{\text{sim}})`."""
+        r"""Standardised difference of the means, per statistic.
+
+        :math:`(\bar T_{\text{surr}} - \bar T_{\text{sim}}) / \mathrm{sd}(T_{\text{sim}})`.
+        """
         sd = np.nanstd(self.simulator, 0)
         return (np.nanmean(self.surrogate, 0) - np.nanmean(self.simulator, 0)) / np.where(
             sd > 0, sd, np.nan
@@ -112,8 +114,10 @@ class PredictiveCheck:
         return pd.DataFrame(data, index=list(self.names))
 
     def plot(self, axes=None, max_panels: int = 12):
-        """Histograms of each statistic over posterior draws: simulator vs surrogate,
-        with the observed value as a vertical line. Returns the matplotlib axes."""
+        """Histograms of each statistic over posterior draws: simulator vs surrogate.
+
+        The observed value is a vertical line. Returns the matplotlib axes.
+        """
         import matplotlib.pyplot as plt
 
         k = min(len(self.names), max_panels)
@@ -146,7 +150,7 @@ def predictive_check(
     name: str,
     simulator: Callable,
     *,
-    n_draws: int = 100,
+    num_draws: int = 100,
     seed: int = 0,
     statistics: Callable | None = None,
     backend: str = "jax",
@@ -165,7 +169,7 @@ def predictive_check(
         The real simulator of one trial, as given to :func:`pymc_sbi.simulation`:
         ``simulator(rng_key, theta)`` or, with covariates,
         ``simulator(rng_key, theta, s)`` (``backend="numpy"``: over a batch).
-    n_draws
+    num_draws
         Posterior draws (evenly thinned); one replicate data set per draw.
     seed
         Seed of both replicates.
@@ -185,7 +189,7 @@ def predictive_check(
     if est.role != "likelihood":
         raise ValueError(f"predictive_check needs a likelihood term (nle/mnle), got {est.kind!r}.")
     observed = constant_value(info.observed)
-    theta, cov, _ = term_draws(model, idata, name, max_draws=n_draws)
+    theta, cov, _ = term_draws(model, idata, name, max_draws=num_draws)
     if observed is None:
         raise ValueError(f"Term {name!r} has no constant observations to take the layout from.")
     k = len(est.x_shape)

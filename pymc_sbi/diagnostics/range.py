@@ -1,4 +1,4 @@
-"""Did the posterior take a neural term outside the region it was trained on?"""
+"""Checks that the posterior kept each neural term inside the region it was trained on."""
 
 from __future__ import annotations
 

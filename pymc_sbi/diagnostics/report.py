@@ -104,7 +104,7 @@ def _coverage_row(name: str, curve: CoverageCurve) -> dict[str, Any]:
 
 def diagnose(
     estimator,
-    prior_model,
+    prior,
     simulator: Callable,
     *,
     num_datasets: int = 200,
@@ -124,7 +124,7 @@ def diagnose(
     ----------
     estimator
         A trained NPE, NLE, MNLE or NRE :class:`~pymc_sbi.Estimator`.
-    prior_model
+    prior
         The prior ``pm.Model`` whose free variables are the estimator's parameters.
     simulator
         ``(rng_key, theta) -> x`` in JAX.
@@ -177,7 +177,7 @@ def diagnose(
     t = step("SBC")
     sbc = run_sbc(
         estimator,
-        prior_model,
+        prior,
         simulator,
         num_datasets=num_datasets,
         num_posterior_samples=num_posterior_samples,
@@ -224,9 +224,7 @@ def diagnose(
             else np.asarray(ref)
         )
         n_ref = ref.shape[0]  # equal set sizes: chance level is 0.5
-        samples, _, _ = posterior_draws(
-            estimator, prior_model, x_b, n_ref, seed=seed + 1 + i, **mcmc
-        )
+        samples, _, _ = posterior_draws(estimator, prior, x_b, n_ref, seed=seed + 1 + i, **mcmc)
         scores[i] = c2st(ref, samples[0, :n_ref], seed=seed, **dict(c2st_kwargs or {}))
         rows.append(
             {

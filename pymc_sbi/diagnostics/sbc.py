@@ -49,7 +49,7 @@ __all__ = ["SBCResult", "run_sbc", "sbc_from_samples", "sbc_ranks", "sbc_to_data
 
 
 class SBCResult(NamedTuple):
-    """Ranks and everything needed to re-analyse an SBC run.
+    r"""Ranks and everything needed to re-analyse an SBC run.
 
     Attributes
     ----------
@@ -58,13 +58,13 @@ class SBCResult(NamedTuple):
     num_posterior_samples
         ``L``, posterior draws per dataset.
     theta_true
-        ``(N, d)`` prior draws :math:`\\theta^*`.
+        ``(N, d)`` prior draws :math:`\theta^*`.
     posterior_samples
         ``(N, L, d)`` posterior draws.
     log_density_true, log_density_samples
         ``(N,)`` and ``(N, L)`` log posterior densities (up to a constant per
-        dataset) at :math:`\\theta^*` and at the draws, for expected coverage;
-        ``None`` if unknown. NPE: :math:`\\log q(\\theta \\mid x)`; MCMC: the
+        dataset) at :math:`\theta^*` and at the draws, for expected coverage;
+        ``None`` if unknown. NPE: :math:`\log q(\theta \mid x)`; MCMC: the
         unnormalised posterior in the sampler's unconstrained space.
     labels
         Names of the ``d`` columns (``"theta[0]"``...).
@@ -255,7 +255,7 @@ def _simulate_x(simulator, theta: np.ndarray, num_trials: int | None, seed: int)
 
 def run_sbc(
     estimator,
-    prior_model,
+    prior,
     simulator: Callable,
     *,
     num_datasets: int = 200,
@@ -274,8 +274,8 @@ def run_sbc(
     ----------
     estimator
         A trained :class:`~pymc_sbi.Estimator` whose parameters are the free
-        variables of ``prior_model`` (a flat model).
-    prior_model
+        variables of ``prior`` (a flat model).
+    prior
         The prior ``pm.Model`` (as used to simulate the training data).
     simulator
         ``(rng_key, theta) -> x`` in JAX, as for :func:`pymc_sbi.simulation`.
@@ -303,7 +303,7 @@ def run_sbc(
     kind = getattr(estimator, "kind", None)
     if kind is None or not hasattr(estimator, "spec"):
         raise TypeError(f"estimator must be a pymc_sbi Estimator; got {type(estimator).__name__}.")
-    free = [rv.name for rv in prior_model.free_RVs]
+    free = [rv.name for rv in prior.free_RVs]
     if sorted(free) != sorted(estimator.spec.names):
         raise ValueError(
             f"run_sbc needs a prior model whose free variables are the estimator's parameters "
@@ -318,17 +318,17 @@ def run_sbc(
     spec = estimator.spec
     t0 = time.perf_counter()
     if kind == "npe":
-        theta_true = draw_prior(prior_model, n, seed=int(seeds[0]), names=list(spec.names))
+        theta_true = draw_prior(prior, n, seed=int(seeds[0]), names=list(spec.names))
         x = _simulate_x(simulator, theta_true, None, int(seeds[1]))
         t1 = time.perf_counter()
-        samples, lp_s, info = posterior_draws(estimator, prior_model, x, L, seed=int(seeds[2]))
+        samples, lp_s, info = posterior_draws(estimator, prior, x, L, seed=int(seeds[2]))
         lp_t = np.asarray(estimator.log_prob(x, theta_true), np.float64)
     else:
         chains = int(chains)
         per_chain = -(-L // chains)
         rng = np.random.default_rng(seeds[0])
-        jm = jax_model(prior_model, var_names=list(spec.names))
-        z_true = prior_positions(prior_model, n, seed=int(rng.integers(2**31)))
+        jm = jax_model(prior, var_names=list(spec.names))
+        z_true = prior_positions(prior, n, seed=int(rng.integers(2**31)))
         theta_true = np.asarray(
             jax.vmap(lambda z: spec.flatten(jm.constrained_fn(z), xp=jnp))(jnp.asarray(z_true)),
             np.float64,
@@ -336,7 +336,7 @@ def run_sbc(
         x = _simulate_x(simulator, theta_true, num_trials, int(seeds[1]))
         t1 = time.perf_counter()
         samples, lp_s, logpost_one, info = mcmc_posterior(
-            estimator, jm, prior_model, x, int(seeds[2]), chains, int(num_warmup), per_chain,
+            estimator, jm, prior, x, int(seeds[2]), chains, int(num_warmup), per_chain,
             kernel, progressbar, sampler_options,
         )  # fmt: skip
         lp_t = np.asarray(jax.jit(jax.vmap(logpost_one))(jnp.asarray(z_true), jnp.asarray(x)))

@@ -45,6 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from pymc_sbi.estimator import Estimator
+from pymc_sbi.seed import as_key
 from pymc_sbi.spec import ParamSpec
 
 __all__ = [
@@ -81,12 +82,6 @@ class PosteriorDraws(NamedTuple):
 
 
 # ------------------------------------------------------------------ helpers
-def _as_key(seed) -> jax.Array:
-    if isinstance(seed, int | np.integer):
-        return jax.random.key(int(seed))
-    return jnp.asarray(seed) if not isinstance(seed, jax.Array) else seed
-
-
 def check_npe(estimator: Estimator) -> None:
     kind = getattr(estimator, "kind", None)
     if kind != "npe":
@@ -134,7 +129,7 @@ def _in_support(spec: ParamSpec, theta: jax.Array) -> jax.Array:
 def sample_posterior(
     estimator: Estimator,
     x_obs,
-    n: int,
+    num_samples: int,
     seed=0,
     *,
     batch: int = 65_536,
@@ -142,10 +137,10 @@ def sample_posterior(
     min_acceptance: float = 1e-3,
     warn_acceptance: float = 1e-2,
 ) -> PosteriorDraws:
-    r"""Draw ``n`` samples from the NPE posterior truncated to the prior support.
+    r"""Draw ``num_samples`` samples from the NPE posterior truncated to the prior support.
 
     Rejection sampling from :math:`q(\theta \mid x_o)`: draw, keep the draws
-    with :math:`\theta \in S` (and finite), repeat until ``n`` are kept.  The
+    with :math:`\theta \in S` (and finite), repeat until ``num_samples`` are kept.  The
     kept draws are exact samples of
     :math:`\hat p(\theta \mid x_o) \propto q(\theta \mid x_o)\,\mathbf 1[\theta \in S]`.
 
@@ -155,13 +150,13 @@ def sample_posterior(
         A trained NPE estimator.
     x_obs
         One observation ``x_shape`` or a batch ``(B, *x_shape)``.
-    n
+    num_samples
         Number of samples per observation.
     seed
         Integer seed or JAX PRNG key; same seed, same samples.
     batch
         Largest number of draws per observation in one round.  The first round
-        draws about ``n``, later rounds about what is still missing divided by
+        draws about ``num_samples``, later rounds about what is still missing divided by
         the acceptance rate so far; round sizes are powers of two between 256
         and ``batch``, so few shapes are ever compiled.
     max_tries
@@ -175,24 +170,25 @@ def sample_posterior(
     Returns
     -------
     PosteriorDraws
-        ``samples`` ``(n, d)`` (``(B, n, d)`` for a batch) and ``acceptance_rate``
+        ``samples`` ``(num_samples, d)`` (``(B, num_samples, d)`` for a batch) and
+        ``acceptance_rate``
         (float, or ``(B,)``): the fraction of all draws inside :math:`S`, a
         consistent estimate of :math:`Z(x_o) = P_q(\theta \in S \mid x_o)` from at
-        least ``n`` draws (use :func:`support_mass` for a fixed-size estimate).
+        least ``num_samples`` draws (use :func:`support_mass` for a fixed-size estimate).
 
     Raises
     ------
     RuntimeError
-        If the acceptance rate falls below ``min_acceptance``, or ``n`` samples
+        If the acceptance rate falls below ``min_acceptance``, or ``num_samples`` samples
         are not reached in ``max_tries`` rounds.
     """
     check_npe(estimator)
-    n = int(n)
+    n = int(num_samples)
     if n < 1:
-        raise ValueError(f"n must be a positive integer, got {n}.")
+        raise ValueError(f"num_samples must be a positive integer, got {num_samples}.")
     xb, batched = observation_batch(estimator, x_obs)
     n_obs, spec = xb.shape[0], estimator.spec
-    key = _as_key(seed)
+    key = as_key(seed)
     kept: list[list[np.ndarray]] = [[] for _ in range(n_obs)]
     n_kept = np.zeros(n_obs, np.int64)
     n_inside = np.zeros(n_obs, np.int64)
@@ -266,7 +262,7 @@ def _low_acceptance_message(rate: float, drawn: int, b: int, batched: bool) -> s
     )
 
 
-def support_mass(estimator: Estimator, x_obs, *, n_mc: int = 10_000, seed=0) -> jax.Array:
+def support_mass(estimator: Estimator, x_obs, *, num_mc: int = 10_000, seed=0) -> jax.Array:
     r"""Monte-Carlo estimate of :math:`Z(x) = P_q(\theta \in S \mid x)`.
 
     .. math::
@@ -283,7 +279,7 @@ def support_mass(estimator: Estimator, x_obs, *, n_mc: int = 10_000, seed=0) -> 
         A trained NPE estimator.
     x_obs
         One observation ``x_shape`` or a batch ``(B, *x_shape)``.
-    n_mc
+    num_mc
         Number of draws :math:`N` per observation.
     seed
         Integer seed or JAX PRNG key.
@@ -298,16 +294,16 @@ def support_mass(estimator: Estimator, x_obs, *, n_mc: int = 10_000, seed=0) -> 
     if not _bounded(estimator.spec):
         z = jnp.ones((xb.shape[0],), estimator.dtype)
     else:
-        draws = estimator.sample(_as_key(seed), xb, int(n_mc))  # (n_mc, B, d)
+        draws = estimator.sample(as_key(seed), xb, int(num_mc))  # (num_mc, B, d)
         z = jnp.mean(_in_support(estimator.spec, draws), axis=0, dtype=draws.dtype)
     return z if batched else z[0]
 
 
 def log_prob_corrected(
     estimator: Estimator,
-    theta,
     x_obs,
-    n_mc: int = 10_000,
+    theta,
+    num_mc: int = 10_000,
     seed=0,
     *,
     mass=None,
@@ -320,7 +316,7 @@ def log_prob_corrected(
         \log \hat p(\theta \mid x) = \log q(\theta \mid x) - \log \hat Z(x)
         \quad (\theta \in S), \qquad -\infty \quad (\theta \notin S),
 
-    with :math:`\hat Z` from :func:`support_mass` (``n_mc`` draws, as sbi's
+    with :math:`\hat Z` from :func:`support_mass` (``num_mc`` draws, as sbi's
     ``leakage_correction``), so that :math:`\hat p` integrates to one over
     :math:`S` up to the Monte Carlo error of :math:`\hat Z`.
 
@@ -328,12 +324,12 @@ def log_prob_corrected(
     ----------
     estimator
         A trained NPE estimator.
+    x_obs
+        One observation ``x_shape`` or a batch ``(B, *x_shape)``.
     theta
         ``(..., d)`` parameters (``(..., B, d)`` against a batch of ``B``
         observations: leading shapes broadcast against ``x_obs``'s).
-    x_obs
-        One observation ``x_shape`` or a batch ``(B, *x_shape)``.
-    n_mc
+    num_mc
         Draws for :math:`\hat Z`.
     seed
         Integer seed or JAX PRNG key for those draws.
@@ -364,11 +360,11 @@ def log_prob_corrected(
         raise ValueError(f"outside must be 'raise' or '-inf', got {outside!r}.")
     check_npe(estimator)
     xb, batched = observation_batch(estimator, x_obs)
-    z = support_mass(estimator, x_obs, n_mc=n_mc, seed=seed) if mass is None else mass
+    z = support_mass(estimator, x_obs, num_mc=num_mc, seed=seed) if mass is None else mass
     z = jnp.asarray(z)
     if bool(jnp.any(z <= 0)):
         raise ValueError(
-            f"None of the {n_mc} draws of the posterior estimate fell inside the prior support "
+            f"None of the {num_mc} draws of the posterior estimate fell inside the prior support "
             "(Z(x) = 0): the corrected density is undefined. Check x_obs against the training "
             "data."
         )
@@ -469,7 +465,7 @@ def to_datatree(
     return az.from_dict(groups, dims=dims, coords=coords, attrs={"posterior": dict(attrs or {})})
 
 
-def posterior_samples(estimator: Estimator, x_obs, n: int = 1000, seed=0, **kwargs):
+def posterior_samples(estimator: Estimator, x_obs, num_samples: int = 1000, seed=0, **kwargs):
     """Samples of the (support-truncated) NPE posterior as an ArviZ ``DataTree``.
 
     :func:`sample_posterior` followed by :func:`to_datatree` (with the
@@ -478,7 +474,7 @@ def posterior_samples(estimator: Estimator, x_obs, n: int = 1000, seed=0, **kwar
     ``acceptance_rate`` and ``leakage`` (floats, or lists for a batch) and
     ``inference_method="npe"``.
     """
-    draws = sample_posterior(estimator, x_obs, n, seed, **kwargs)
+    draws = sample_posterior(estimator, x_obs, num_samples, seed, **kwargs)
     rate = np.asarray(draws.acceptance_rate, np.float64)
     attrs = {
         "inference_method": "npe",

@@ -304,8 +304,10 @@ class Estimator:
         return xf, self._context(theta, cov, batch), out_dtype
 
     def log_prob(self, x, theta, covariates=None) -> jax.Array:
-        r"""Log density of the surrogate: :math:`\log q(x \mid \theta)` (NLE) or
-        :math:`\log q(\theta \mid x)` (NPE, without leakage correction).
+        r"""Log density of the surrogate.
+
+        :math:`\log q(x \mid \theta)` (NLE) or :math:`\log q(\theta \mid x)`
+        (NPE, without leakage correction).
 
         Parameters
         ----------
@@ -331,8 +333,11 @@ class Estimator:
         return lp.astype(out_dtype)
 
     def log_ratio(self, x, theta) -> jax.Array:
-        r"""NRE: :math:`\log r(x, \theta) \approx \log p(x \mid \theta) - \log p(x)`
-        (for NRE-B, up to an additive function of ``x``). Shapes as :meth:`log_prob`."""
+        r"""Log ratio of a ratio estimator (NRE).
+
+        :math:`\log r(x, \theta) \approx \log p(x \mid \theta) - \log p(x)`
+        (for NRE-B, up to an additive function of ``x``). Shapes as :meth:`log_prob`.
+        """
         if self.role != "ratio":
             raise TypeError(f"log_ratio needs a ratio estimator (kind 'nre'), not {self.kind!r}.")
         xf, tf, out_dtype = self._pairs(x, theta)
@@ -383,7 +388,9 @@ class Estimator:
         values = self._member_values(x, theta, covariates)
         return jnp.std(values, axis=0)
 
-    def sample(self, rng_key, condition, n: int | None = None, covariates=None) -> jax.Array:
+    def sample(
+        self, rng_key, condition, num_samples: int | None = None, covariates=None
+    ) -> jax.Array:
         """Draw from the surrogate: ``x ~ q(x | theta)`` (NLE) or ``theta ~ q(theta | x)`` (NPE).
 
         Parameters
@@ -392,7 +399,7 @@ class Estimator:
             JAX PRNG key.
         condition
             NLE: ``theta`` of shape ``(..., d)``; NPE: ``x`` of shape ``(..., *x_shape)``.
-        n
+        num_samples
             Number of draws per condition; ``None`` for one draw without the
             leading axis.
         covariates
@@ -402,8 +409,8 @@ class Estimator:
         Returns
         -------
         jax.Array
-            NLE ``(n, ..., *x_shape)``, NPE ``(n, ..., d)`` (no ``n`` axis when
-            ``n`` is None).
+            NLE ``(num_samples, ..., *x_shape)``, NPE ``(num_samples, ..., d)``
+            (no leading axis when ``num_samples`` is None).
 
         Notes
         -----
@@ -428,9 +435,9 @@ class Estimator:
             event = (self.spec.dim,)
         out_dtype = jnp.result_type(c.dtype, jnp.float32)
         flat = flat.astype(self.dtype)
-        if n is not None:
-            flat = jnp.broadcast_to(flat, (int(n), *flat.shape))
-            lead = (int(n), *lead)
+        if num_samples is not None:
+            flat = jnp.broadcast_to(flat, (int(num_samples), *flat.shape))
+            lead = (int(num_samples), *lead)
         fn = _sample if self.members is None else _mixture_sample
         draws = fn(self.kind, self.module, self.params, self.standardization, rng_key, flat)
         return jnp.reshape(draws, (*lead, *event)).astype(out_dtype)

@@ -59,6 +59,7 @@ class MLPEmbedding(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
+        """Embed ``x`` ``(..., d_x)`` into ``(..., output_features)``."""
         if self.output_features < 1 or self.num_hidden < 0:
             raise ValueError("MLPEmbedding needs output_features >= 1 and num_hidden >= 0")
         x = jnp.asarray(x)

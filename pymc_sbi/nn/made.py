@@ -136,6 +136,7 @@ class MaskedDense(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
+        """``x @ (mask * kernel) + bias``: a dense layer with the autoregressive mask."""
         din = np.asarray(self.in_degrees)[:, None]
         dout = np.asarray(self.out_degrees)[None, :]
         mask = (dout > din) if self.strict else (dout >= din)
@@ -182,6 +183,7 @@ class MADE(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, context: jax.Array) -> jax.Array:
+        """Outputs for each dimension ``i`` that depend on ``x[..., :i]`` and ``context`` only."""
         d = self.features
         if d < 1 or self.num_hidden < 1 or self.hidden_features < 1:
             raise ValueError("MADE needs features, num_hidden and hidden_features >= 1")

@@ -96,6 +96,7 @@ class AutoregressiveFlow(nn.Module):
 
     # -- shared machinery -------------------------------------------------
     def setup(self) -> None:
+        """Build the transforms (Flax calls this lazily)."""
         if self.features < 1:
             raise ValueError(
                 f"{type(self).__name__}.features is {self.features}; set the data dimension "

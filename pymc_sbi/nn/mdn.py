@@ -204,6 +204,7 @@ class MDN(nn.Module):
     min_diag: float = 1e-3
 
     def setup(self) -> None:
+        """Build the trunk and the heads (Flax calls this lazily)."""
         if self.features < 1:
             raise ValueError(
                 f"MDN.features is {self.features}; set the data dimension with "

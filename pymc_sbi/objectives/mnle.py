@@ -42,9 +42,9 @@ __all__ = ["continuous_transform", "mnle", "mnle_log_prob", "mnle_sample"]
 
 
 def continuous_transform(module, y):
-    """``(u, log|du/dy|, valid)`` of the continuous part ``y`` ``(..., m)``.
+    r"""``(u, log|du/dy|, valid)`` of the continuous part ``y`` ``(..., m)``.
 
-    With ``module.log_transform``, :math:`u = \\log y` (valid where every
+    With ``module.log_transform``, :math:`u = \log y` (valid where every
     :math:`y_j > 0`), otherwise the identity.
     """
     if not module.log_transform:

@@ -84,6 +84,7 @@ class Welford(NamedTuple):
 
 
 def welford_init(dim: int, dense: bool, dtype=None) -> Welford:
+    """Empty running moments of ``dim``-vectors (a full covariance when ``dense``)."""
     dtype = dtype or jnp.result_type(float)
     m2 = jnp.zeros((dim, dim) if dense else (dim,), dtype)
     return Welford(jnp.zeros((), dtype), jnp.zeros(dim, dtype), m2)

@@ -21,6 +21,7 @@ import pymc as pm
 from xarray import DataTree
 
 from pymc_sbi.samplers.driver import run_chains
+from pymc_sbi.seed import as_seed_int
 from pymc_sbi.terms.jaxmodel import jax_model, prior_logdensity_fn, prior_positions, to_datatree
 
 __all__ = ["initial_positions", "resample_positions", "sample"]
@@ -131,7 +132,7 @@ def sample(
         Number of chains, all advanced together by one vmapped step (tens to
         thousands are cheap for a small model).
     seed
-        Integer seed (``None``: a random one). Same seed, same draws.
+        An int or a JAX key (``None``: a random one). Same seed, same draws.
     init
         ``"prior"`` (each chain at its own joint prior draw: spreads chains over
         the modes of a multimodal posterior), ``"resample"`` (prior draws
@@ -167,7 +168,7 @@ def sample(
         raise ValueError(f"chains must be a positive integer, got {chains}.")
     if seed is None:
         seed = int(np.random.default_rng().integers(2**31 - 1))
-    seq = np.random.SeedSequence(int(seed))
+    seq = np.random.SeedSequence(as_seed_int(seed))
     init_seed, key_seed = (int(s.generate_state(1)[0]) for s in seq.spawn(2))
     jm = jax_model(model, var_names=var_names)
     positions = initial_positions(jm, init, int(chains), init_seed)
@@ -195,7 +196,7 @@ def sample(
         "sampling_time": float(elapsed),
         "tuned_param": float(result.tuned.param),
         "preconditioner": "none" if kernel == "imh" else metric,
-        "random_seed": int(seed),
+        "random_seed": as_seed_int(seed),
     }
     with warnings.catch_warnings():  # 1,000 chains x 100 draws is deliberate here
         warnings.filterwarnings("ignore", message="Found chain dimension to be longer")

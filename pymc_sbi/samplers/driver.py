@@ -11,7 +11,8 @@ again with the same function and shapes compiles nothing. The log-density
 and its gradient appear in that program twice (the starting states and the
 step): the end of an adaptation window moves the states to the new
 preconditioner (:func:`~pymc_sbi.samplers.adaptation.rescale_states`)
-instead of re-evaluating them, which is what keeps compilation short."""
+instead of re-evaluating them, which is what keeps compilation short.
+"""
 
 from __future__ import annotations
 

@@ -135,7 +135,7 @@ def _unconstrain_fn(model: pm.Model):
 
 @dataclass(frozen=True, eq=False)
 class NPEProposal:
-    """An NPE posterior :math:`q(\\theta \\mid x_{obs})` as a density on a model's ``z``.
+    r"""An NPE posterior :math:`q(\theta \mid x_{obs})` as a density on a model's ``z``.
 
     Build it with :func:`npe_proposal`.
     """

@@ -71,7 +71,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pymc as pm
-from tqdm.auto import tqdm
 from xarray import DataTree
 
 from pymc_sbi.estimator import Estimator
@@ -79,11 +78,17 @@ from pymc_sbi.objectives import nle, nre_a, nre_b, nre_c
 from pymc_sbi.objectives.base import Objective, TrainState
 from pymc_sbi.prior import param_spec, prior_initvals, prior_log_prob_fn
 from pymc_sbi.samplers import sample
+from pymc_sbi.seed import as_seed_int
 from pymc_sbi.sequential.proposals import (
     default_inference_model,
     draw_pairs,
 )
-from pymc_sbi.sequential.rounds import SequentialData, append_simulations, train_round
+from pymc_sbi.sequential.rounds import (
+    SequentialData,
+    append_simulations,
+    record_round,
+    train_round,
+)
 from pymc_sbi.sequential.truncation import hpr_threshold, sample_truncated_prior
 from pymc_sbi.simulation import Simulations, run_simulator, simulate
 from pymc_sbi.terms.draws import posterior_matrix, term_draws
@@ -169,7 +174,7 @@ def _sample_posterior(model, sampler, chains, draws, tune, seed, sampler_kwargs)
     )
 
 
-def _log_posterior_fn(prior_model, estimator: Estimator, x_obs, log_prior_fn):
+def _log_posterior_fn(prior, estimator: Estimator, x_obs, log_prior_fn):
     """``theta (B, d) -> log p(theta) + sum_n log q(x_n | theta)`` (unnormalised)."""
     x = jnp.asarray(x_obs)
     k = len(estimator.x_shape)
@@ -222,7 +227,7 @@ def _objective(method, network) -> tuple[Objective, str]:
 
 
 def run_sequential(
-    prior_model: pm.Model,
+    prior: pm.Model,
     simulator: Callable,
     x_obs=None,
     rounds: int = 3,
@@ -253,7 +258,7 @@ def run_sequential(
 
     Parameters
     ----------
-    prior_model
+    prior
         The *training* prior ``pm.Model``: its free variables are the
         parameters the simulator (and the estimator) take, e.g. one trial's
         ``(v, b, sigma)`` for a hierarchical model.
@@ -327,7 +332,7 @@ def run_sequential(
         x_obs = np.asarray(x_obs)
 
         def model_builder(est, _x=x_obs):
-            return default_inference_model(prior_model, est, _x)
+            return default_inference_model(prior, est, _x)
 
     elif truncation is not None and x_obs is None:
         raise ValueError(
@@ -340,9 +345,9 @@ def run_sequential(
         raise ValueError(f"chains must be a positive integer, got {chains}.")
     if isinstance(sampler, str) and sampler not in (*KERNELS, "pymc"):
         _sample_posterior(None, sampler, 1, 1, 1, 0, None)  # raises the message
-    spec = param_spec(prior_model)
-    log_prior_fn = prior_log_prob_fn(prior_model, spec)
-    round_seeds = np.random.SeedSequence(seed).spawn(len(sizes) + 1)
+    spec = param_spec(prior)
+    log_prior_fn = prior_log_prob_fn(prior, spec)
+    round_seeds = np.random.SeedSequence(as_seed_int(seed)).spawn(len(sizes) + 1)
     data: SequentialData | None = None
     state: TrainState | None = None
     estimators: list[Estimator] = []
@@ -355,7 +360,7 @@ def run_sequential(
         acceptance, cov, kind = 1.0, None, "prior"
         if r == 0:
             sims = simulate(
-                prior_model,
+                prior,
                 simulator,
                 n,
                 seed=sim_seed,
@@ -380,7 +385,7 @@ def run_sequential(
             if truncation is not None:
                 kind = "truncated"
                 theta, acceptance = _truncated_proposal(
-                    prior_model,
+                    prior,
                     estimators[-1],
                     x_obs,
                     log_prior_fn,
@@ -419,33 +424,18 @@ def run_sequential(
             retrain_from_scratch=retrain_from_scratch,
             discard_prior_samples=discard_prior_samples,
         )
-        n_round = int(np.sum(data.proposal == r))
-        history = dict(estimator.history)
-        history.update(
-            round=r,
-            n_simulations=n_round,
-            n_total=len(data),
-            proposal=kind,
-            acceptance_rate=acceptance,
-            round_seconds=time.perf_counter() - t0,
-        )
-        record = dict(estimator.config, method=method_name, round=r, truncation=truncation)
-        estimator = Estimator.from_state(
-            objective.kind,
-            state,
-            spec=spec,
-            x_shape=data.simulations.x_shape,
-            history=history,
-            config=record,
+        note = f" ({kind}" + (f", acceptance {acceptance:.3f})" if kind == "truncated" else ")")
+        estimator = record_round(
+            estimator,
+            data,
+            r,
+            t0,
+            history={"proposal": kind, "acceptance_rate": acceptance},
+            config={"method": method_name, "truncation": truncation},
+            progressbar=progressbar,
+            note=note,
         )
         estimators.append(estimator)
-        if progressbar:
-            extra = f", truncated-prior acceptance {acceptance:.3f}" if kind == "truncated" else ""
-            tqdm.write(
-                f"round {r} ({kind}): {n_round} simulations ({len(data)} in all), "
-                f"{history['epochs']} epochs, best val loss {history['best_val_loss']:.4f}"
-                f"{extra}, {history['round_seconds']:.1f} s"
-            )
     final = None
     if sample_final:
         _, final = _posterior_of(
@@ -485,9 +475,9 @@ def _posterior_proposal(model, idata, term_name, proposal_fn, n, rng):
     return draw_pairs(theta_draws, cov, batch, n, rng)
 
 
-def _truncated_proposal(prior_model, estimator, x_obs, log_prior_fn, idata, spec, eps, n, seed):
-    log_post = _log_posterior_fn(prior_model, estimator, x_obs, log_prior_fn)
+def _truncated_proposal(prior, estimator, x_obs, log_prior_fn, idata, spec, eps, n, seed):
+    log_post = _log_posterior_fn(prior, estimator, x_obs, log_prior_fn)
     samples = posterior_matrix(idata, spec)
     threshold = hpr_threshold(log_post(samples), eps)
-    draws = sample_truncated_prior(prior_model, log_post, threshold, n, seed)
+    draws = sample_truncated_prior(prior, log_post, threshold, n, seed)
     return draws.theta, float(draws.acceptance_rate)

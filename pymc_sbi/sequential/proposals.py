@@ -25,8 +25,8 @@ from pymc_sbi.terms.ratio import NeuralRatio
 __all__ = ["default_inference_model", "draw_pairs"]
 
 
-def default_inference_model(prior_model: pm.Model, estimator: Estimator, x_obs) -> pm.Model:
-    """A copy of ``prior_model`` with the estimator as a term observing ``x_obs``.
+def default_inference_model(prior: pm.Model, estimator: Estimator, x_obs) -> pm.Model:
+    """A copy of ``prior`` with the estimator as a term observing ``x_obs``.
 
     ``NeuralLikelihood`` for NLE, ``NeuralRatio`` for NRE, named ``"x_obs"``,
     with every parameter of ``estimator.spec`` taken from the model's variable
@@ -37,7 +37,7 @@ def default_inference_model(prior_model: pm.Model, estimator: Estimator, x_obs) 
             "The estimator has per-trial covariates; pass model_builder=(estimator -> pm.Model) "
             "with the covariates of the observed trials."
         )
-    model = clone_model(prior_model)
+    model = clone_model(prior)
     params = {name: model[name] for name in estimator.spec.names}
     term = NeuralRatio if estimator.role == "ratio" else NeuralLikelihood
     with model:

@@ -10,11 +10,13 @@ is :func:`pymc_sbi.sequential.snpe.run_snpe`.
 
 from __future__ import annotations
 
+import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import jax
 import numpy as np
+from tqdm.auto import tqdm
 
 from pymc_sbi.estimator import Estimator
 from pymc_sbi.objectives.base import Objective, TrainState
@@ -22,11 +24,12 @@ from pymc_sbi.seed import as_key
 from pymc_sbi.simulation import Simulations
 from pymc_sbi.spec import ParamSpec
 from pymc_sbi.train.config import TrainConfig
-from pymc_sbi.train.loop import train_loop, train_validation_split
+from pymc_sbi.train.loop import init_state, train_loop, train_validation_split
 
 __all__ = [
     "SequentialData",
     "append_simulations",
+    "record_round",
     "train_round",
 ]
 
@@ -241,26 +244,27 @@ def train_round(
     n = batch["theta"].shape[0]
     if n < 2:
         raise ValueError(f"Need at least 2 simulations to train, got {n}.")
-    k_split, k_train = jax.random.split(as_key(seed))
+    k_split, k_init, k_loop, k_eval = jax.random.split(as_key(seed), 4)
     train, val = train_validation_split(k_split, batch, config.validation_fraction)
     n_train = int(train["theta"].shape[0])
     if n_train < 2:
         raise ValueError(f"Too few simulations ({n}) to hold out a validation set.")
     if state is None or retrain_from_scratch:
-        init_state, start = None, "scratch"
+        state, start = init_state(objective, train, config, k_init), "scratch"
     elif resume_training:
-        init_state, start = state, "resume"
+        start = "resume"
     else:
         tx = config.make_optimizer(n_train)
-        init_state, start = state.replace(opt_state=tx.init(state.params), tx=tx), "warm"
+        state, start = state.replace(opt_state=tx.init(state.params), tx=tx), "warm"
     best_state, history = train_loop(
         objective,
         train,
         val,
         config,
-        k_train,
-        init_state=init_state,
+        k_loop,
+        state,
         compile="step",
+        eval_key=k_eval,
         progressbar=progressbar,
         desc="round",
     )
@@ -281,3 +285,40 @@ def train_round(
         config=record,
     )
     return estimator, best_state
+
+
+def record_round(
+    estimator: Estimator,
+    data: SequentialData,
+    round_index: int,
+    started: float,
+    *,
+    history: dict | None = None,
+    config: dict | None = None,
+    progressbar: bool = False,
+    note: str = "",
+) -> Estimator:
+    """The round's estimator with the round recorded in its ``history`` and ``config``.
+
+    ``history`` gains ``round``, ``n_simulations`` (of this round), ``n_total``
+    and ``round_seconds`` (since ``started``, a ``time.perf_counter()``
+    reading, simulation included) plus ``history``; ``config`` gains ``round``
+    plus ``config``. With ``progressbar`` one summary line is printed.
+    """
+    n_round = int(np.sum(data.proposal == round_index))
+    hist = dict(estimator.history)
+    hist.update(
+        round=round_index,
+        n_simulations=n_round,
+        n_total=len(data),
+        round_seconds=time.perf_counter() - started,
+        **(history or {}),
+    )
+    record = dict(estimator.config, round=round_index, **(config or {}))
+    if progressbar:
+        tqdm.write(
+            f"round {round_index}{note}: {n_round} simulations ({len(data)} in all), "
+            f"{hist['epochs']} epochs, best val loss {hist['best_val_loss']:.4f}, "
+            f"{hist['round_seconds']:.1f} s"
+        )
+    return replace(estimator, history=hist, config=record)

@@ -76,7 +76,6 @@ from typing import Literal, NamedTuple
 
 import jax.numpy as jnp
 import numpy as np
-from tqdm.auto import tqdm
 
 from pymc_sbi.direct.sampling import sample_posterior
 from pymc_sbi.estimator import Estimator
@@ -84,9 +83,11 @@ from pymc_sbi.objectives.base import Objective, TrainState
 from pymc_sbi.objectives.npe import npe
 from pymc_sbi.objectives.snpe import snpe_b, snpe_c
 from pymc_sbi.prior import param_spec, prior_log_prob_fn
+from pymc_sbi.seed import as_seed_int
 from pymc_sbi.sequential.rounds import (
     SequentialData,
     append_simulations,
+    record_round,
     train_round,
 )
 from pymc_sbi.sequential.truncation import hpr_threshold, sample_truncated_prior
@@ -136,7 +137,7 @@ def _mixture_log_proposal(
     return np.logaddexp.reduce(np.stack(terms), axis=0)
 
 
-def _truncated_round(prior_model, estimator, x_obs, eps, n, seed):
+def _truncated_round(prior, estimator, x_obs, eps, n, seed):
     """Round parameters from the prior truncated to the ``1 - eps`` HPR of ``estimator``."""
     x = jnp.asarray(x_obs)
 
@@ -146,12 +147,12 @@ def _truncated_round(prior_model, estimator, x_obs, eps, n, seed):
     n_hpr = int(min(max(10_000, math.ceil(10.0 / eps)), 200_000))
     post = sample_posterior(estimator, x_obs, n_hpr, seed)
     threshold = hpr_threshold(log_q(post.samples), eps)
-    draws = sample_truncated_prior(prior_model, log_q, threshold, n, seed + 1)
+    draws = sample_truncated_prior(prior, log_q, threshold, n, seed + 1)
     return draws.theta, float(draws.acceptance_rate), threshold
 
 
 def run_snpe(
-    prior_model,
+    prior,
     simulator: Callable,
     x_obs,
     rounds: int = 3,
@@ -182,7 +183,7 @@ def run_snpe(
 
     Parameters
     ----------
-    prior_model
+    prior
         The prior ``pm.Model`` (all its free variables are the parameters).
     simulator
         As for :func:`pymc_sbi.simulation` (``backend`` says which kind).
@@ -264,9 +265,9 @@ def run_snpe(
     if proposal_density not in ("own", "mixture"):
         raise ValueError(f"proposal_density must be 'own' or 'mixture', got {proposal_density!r}.")
 
-    spec = param_spec(prior_model)
-    log_prior_fn = prior_log_prob_fn(prior_model, spec)
-    round_seeds = np.random.SeedSequence(seed).spawn(rounds)
+    spec = param_spec(prior)
+    log_prior_fn = prior_log_prob_fn(prior, spec)
+    round_seeds = np.random.SeedSequence(as_seed_int(seed)).spawn(rounds)
     data: SequentialData | None = None
     state: TrainState | None = None
     estimators: list[Estimator] = []
@@ -278,7 +279,7 @@ def run_snpe(
         )
         if r == 0:
             sims = simulate(
-                prior_model, simulator, sizes[0], seed=sim_seed, backend=backend, progressbar=False
+                prior, simulator, sizes[0], seed=sim_seed, backend=backend, progressbar=False
             )
             theta, x, n_invalid = sims.theta, sims.x, sims.n_invalid
             log_prior = log_prior_fn(theta)
@@ -287,7 +288,7 @@ def run_snpe(
             components.append((None, len(sims)))
         elif truncation is not None:
             theta, acceptance, threshold = _truncated_round(
-                prior_model, estimators[-1], x_obs, truncation, sizes[r], sample_seed
+                prior, estimators[-1], x_obs, truncation, sizes[r], sample_seed
             )
             x = run_simulator(simulator, theta, seed=sim_seed, backend=backend)
             log_prior = log_prior_fn(theta)
@@ -336,39 +337,24 @@ def run_snpe(
             retrain_from_scratch=retrain_from_scratch,
             discard_prior_samples=discard_prior_samples,
         )
-        n_round = int(np.sum(data.proposal == r))
-        history = dict(estimator.history)
-        history.update(
-            round=r,
-            n_simulations=n_round,
-            n_total=len(data),
-            acceptance_rate=acceptance,
-            round_seconds=time.perf_counter() - t0,
-        )
+        extra = {"acceptance_rate": acceptance}
         if truncation is not None and r > 0:
-            history.update(proposal="truncated", hpr_threshold=threshold)
-        record = dict(
-            estimator.config,
-            method=method,
-            num_atoms=num_atoms,
-            round=r,
-            truncation=truncation,
-            loss=objective.kind if method == "tsnpe" else method,
-        )
-        estimator = Estimator.from_state(
-            "npe",
-            state,
-            spec=spec,
-            x_shape=data.simulations.x_shape,
-            history=history,
-            config=record,
+            extra.update(proposal="truncated", hpr_threshold=threshold)
+        estimator = record_round(
+            estimator,
+            data,
+            r,
+            t0,
+            history=extra,
+            config=dict(
+                method=method,
+                num_atoms=num_atoms,
+                truncation=truncation,
+                loss=objective.kind if method == "tsnpe" else method,
+            ),
+            progressbar=progressbar,
+            note=f" (proposal acceptance {acceptance:.3f})",
         )
         estimators.append(estimator)
-        if progressbar:
-            tqdm.write(
-                f"round {r}: {n_round} simulations ({len(data)} in all), "
-                f"{history['epochs']} epochs, best val loss {history['best_val_loss']:.4f}, "
-                f"proposal acceptance {acceptance:.3f}, {history['round_seconds']:.1f} s"
-            )
     assert data is not None
     return SNPEResult(estimators[-1], estimators, data.simulations)

@@ -96,7 +96,7 @@ def hpr_threshold(log_density_samples, quantile: float = 1e-4) -> float:
 
 
 def sample_truncated_prior(
-    prior_model,
+    prior,
     log_density_fn: Callable[[np.ndarray], np.ndarray],
     threshold: float,
     n: int,
@@ -110,7 +110,7 @@ def sample_truncated_prior(
 
     Parameters
     ----------
-    prior_model
+    prior
         The prior ``pm.Model`` (all its free variables, flattened in
         :func:`~pymc_sbi.param_spec` order).
     log_density_fn
@@ -143,7 +143,7 @@ def sample_truncated_prior(
     n = int(n)
     if n < 1:
         raise ValueError(f"n must be a positive integer, got {n}.")
-    draw = prior_draw_fn(prior_model, int(batch), seed=seed)
+    draw = prior_draw_fn(prior, int(batch), seed=seed)
     kept: list[np.ndarray] = []
     n_kept = n_inside = n_drawn = 0
     while n_kept < n:

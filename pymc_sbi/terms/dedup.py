@@ -78,6 +78,7 @@ class ContextPlan(NamedTuple):
 
     @property
     def n_contexts(self) -> int:
+        """Number of distinct contexts, i.e. network evaluations per log density."""
         return int(self.group.shape[0])
 
 

@@ -1,4 +1,4 @@
-"""A ``pm.Model`` as pure JAX functions on one flat unconstrained vector.
+r"""A ``pm.Model`` as pure JAX functions on one flat unconstrained vector.
 
 Samplers and variational families want a log-density ``logdensity_fn(z)`` of a
 flat vector ``z`` in R^D. PyMC's model log-density is a function of its value
@@ -7,7 +7,7 @@ variables, which live in the *unconstrained* space of the default transforms
 
 .. math::
 
-    \\log \\pi(z) = \\log p\\big(T^{-1}(z)\\big) + \\log\\left|\\det J_{T^{-1}}(z)\\right|,
+    \log \pi(z) = \log p\big(T^{-1}(z)\big) + \log\left|\det J_{T^{-1}}(z)\right|,
 
 Jacobian included. :func:`jax_model` compiles that graph through PyTensor's JAX
 backend (neural terms inline as JAX code), ravels the value variables into one

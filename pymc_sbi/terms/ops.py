@@ -59,11 +59,13 @@ class ForkSafeJAXOp(JAXOp):
     """A ``JAXOp`` that refuses to run in a forked child and whose gradient Op is one too."""
 
     def perform(self, node, inputs, outputs):
+        """Evaluate the JAX function (refused in a forked worker, where JAX deadlocks)."""
         if _IN_FORKED_CHILD:
             raise RuntimeError(FORK_MESSAGE)
         super().perform(node, inputs, outputs)
 
     def pullback(self, inputs, outputs, output_gradients):
+        """Vector-Jacobian product for the connected outputs only."""
         connected = [
             i for i, g in enumerate(output_gradients) if not isinstance(g.type, DisconnectedType)
         ]

@@ -94,8 +94,10 @@ def check_range(
     where: str = "",
     warn: bool = True,
 ) -> list[str]:
-    """Compare ``x`` ``(..., *x_shape)``, ``theta`` ``(..., d)`` and ``covariates``
-    ``(..., c)`` with the training range of ``estimator``.
+    """Compare inputs of a term with the training range of ``estimator``.
+
+    ``x`` ``(..., *x_shape)``, ``theta`` ``(..., d)`` and ``covariates`` ``(..., c)``
+    are each checked against the per-dimension range seen in training.
 
     Returns
     -------

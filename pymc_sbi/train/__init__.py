@@ -1,12 +1,16 @@
-"""Training: one loop (:func:`train_loop`) under :func:`fit`, :func:`fit_ensemble` and
-sequential rounds, configured once by a :class:`TrainConfig`; the :class:`Runner`
-(``init`` / ``update`` / ``run``) for custom loops."""
+"""Training: one loop, configured once.
+
+:func:`train_loop` is the loop under :func:`fit`, :func:`fit_ensemble` and
+sequential rounds, configured by a :class:`TrainConfig`; the :class:`Runner`
+(``init`` / ``update`` / ``run``) serves custom loops.
+"""
 
 from pymc_sbi.train.config import TrainConfig, cosine_recipe, ratio_recipe, steps_per_epoch
 from pymc_sbi.train.loop import (
     epoch_batches,
     fit,
     fit_ensemble,
+    init_state,
     run_epoch,
     select_members,
     take,
@@ -23,6 +27,7 @@ __all__ = [
     "epoch_batches",
     "fit",
     "fit_ensemble",
+    "init_state",
     "ratio_recipe",
     "run_epoch",
     "select_members",

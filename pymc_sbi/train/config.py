@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
 import optax
@@ -99,7 +99,7 @@ class TrainConfig:
     clip_norm: float | None = 5.0
     schedule: Literal["constant", "cosine"] = "constant"
     final_fraction: float = 0.02
-    optimizer: optax.GradientTransformation | None = field(default=None, compare=False)
+    optimizer: optax.GradientTransformation | None = None
 
     def __post_init__(self) -> None:
         lr = self.learning_rate
@@ -172,8 +172,11 @@ def _is_real(v) -> bool:
 
 @functools.lru_cache(maxsize=64)
 def _optimizer(config: TrainConfig, steps_per_epoch: int) -> optax.GradientTransformation:
-    """One optax object per setting: the step program is jitted with it as a static argument,
-    so equal settings share compiled code (across fits, members and rounds)."""
+    """One optax object per setting.
+
+    The step program is jitted with it as a static argument, so equal settings
+    share compiled code (across fits, members and rounds).
+    """
     if config.optimizer is not None:
         tx = config.optimizer
     elif config.schedule == "cosine":

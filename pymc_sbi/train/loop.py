@@ -6,8 +6,7 @@ options of a :class:`~pymc_sbi.TrainConfig`. It is the loop of :func:`fit`,
 :func:`fit_ensemble` and the sequential rounds. Its recipe, reproduced exactly
 by a hand-written loop (``docs/custom_training_loop.md``), is::
 
-    k_split, k_train = jax.random.split(jax.random.key(seed))
-    k_init, k_loop = jax.random.split(k_train)
+    k_split, k_init, k_loop = jax.random.split(jax.random.key(seed), 3)
     train, val = train_validation_split(k_split, sims.as_batch(), config.validation_fraction)
     state = objective.init(k_init, train, config.make_optimizer(n_train))
     for epoch in range(config.max_epochs):
@@ -57,6 +56,7 @@ __all__ = [
     "epoch_batches",
     "fit",
     "fit_ensemble",
+    "init_state",
     "run_epoch",
     "select_members",
     "take",
@@ -196,16 +196,39 @@ def _step_epoch(objective: Objective, batch_size: int, k_eval, train, val):
 
 
 # ----------------------------------------------------------------- the loop
+def init_state(
+    objective: Objective,
+    train: dict[str, Any],
+    config: TrainConfig,
+    rng_key,
+    *,
+    members: int | None = None,
+) -> TrainState:
+    """A new state: ``objective.init`` with ``config``'s optimizer.
+
+    The z-scoring statistics come from ``train``. An ensemble's member ``e``
+    is initialised with ``split(rng_key, members)[e]`` (every leaf then has a
+    leading member axis).
+    """
+    tx = config.make_optimizer(_num_rows(train))
+    data = {k: jnp.asarray(v) for k, v in train.items()}
+    if members is None:
+        return objective.init(rng_key, data, tx)
+    keys = jax.random.split(rng_key, int(members))
+    return jax.vmap(lambda k: objective.init(k, data, tx))(keys)
+
+
 def train_loop(
     objective: Objective,
     train: dict[str, Any],
     val: dict[str, Any],
     config: TrainConfig,
     rng_key,
+    state: TrainState,
     *,
     members: int | None = None,
-    init_state: TrainState | None = None,
     compile: Literal["epoch", "step"] = "epoch",
+    eval_key=None,
     progressbar: bool = True,
     desc: str = "fit",
 ) -> tuple[TrainState, dict[str, Any]]:
@@ -220,14 +243,19 @@ def train_loop(
     config
         The :class:`~pymc_sbi.TrainConfig`.
     rng_key
-        ``k_init, k_loop = split(rng_key)`` (``k_init`` unused with ``init_state``).
+        The loop key (``k_loop`` of the module docstring); an ensemble's member
+        ``e`` loops with ``split(rng_key, members)[e]``.
+    state
+        The state to start from (:func:`init_state`, or a previous run's, its
+        optimizer included).
     members
         ``None`` for one network, ``E`` for a vmapped ensemble.
-    init_state
-        Continue from this state (its optimizer included) instead of initialising.
     compile
         ``"epoch"``: one compiled program per epoch; ``"step"``: compiled steps
         (one member only; see the module docstring).
+    eval_key
+        ``compile="step"``: the fixed key of every validation loss (default:
+        split from ``rng_key``).
     progressbar
         Show a progress bar; it ends at the last epoch run.
     desc
@@ -250,27 +278,19 @@ def train_loop(
     """
     t0 = time.perf_counter()
     e = 1 if members is None else int(members)
-    k_init, k_loop = jax.random.split(rng_key)
-    if init_state is None:
-        tx = config.make_optimizer(_num_rows(train))
-        data = {k: jnp.asarray(v) for k, v in train.items()}
-        if members is None:
-            init_state = objective.init(k_init, data, tx)
-        else:
-            init_state = jax.vmap(lambda k: objective.init(k, data, tx))(
-                jax.random.split(k_init, e)
-            )
+    k_loop = rng_key
     if compile == "step":
         if members is not None:
             raise ValueError("compile='step' trains one member; use compile='epoch' for ensembles.")
-        k_loop, k_eval = jax.random.split(k_loop)
-        epoch_fn = _step_epoch(objective, config.batch_size, k_eval, train, val)
+        if eval_key is None:
+            k_loop, eval_key = jax.random.split(k_loop)
+        epoch_fn = _step_epoch(objective, config.batch_size, eval_key, train, val)
     else:
         epoch_fn = _scan_epoch(objective, int(config.batch_size), members)
     keys = k_loop if members is None else jax.random.split(k_loop, e)
     select = _jitted(select_members)
 
-    state = best_state = init_state
+    best_state = state
     best_loss = np.full(e, np.inf)
     best_epoch = np.full(e, -1)
     active = np.ones(e, bool)
@@ -377,14 +397,16 @@ def _train(objective, simulations, config, seed, members, progressbar, desc) -> 
     config = TrainConfig() if config is None else config
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config must be a pymc_sbi.TrainConfig, got {type(config).__name__}.")
-    k_split, k_train = jax.random.split(as_key(seed))
+    k_split, k_init, k_loop = jax.random.split(as_key(seed), 3)
     train, val = train_validation_split(k_split, simulations.as_batch(), config.validation_fraction)
+    state = init_state(objective, train, config, k_init, members=members)
     state, history = train_loop(
         objective,
         train,
         val,
         config,
-        k_train,
+        k_loop,
+        state,
         members=members,
         progressbar=progressbar,
         desc=desc,
@@ -426,7 +448,8 @@ def fit(
         :func:`~pymc_sbi.ratio_recipe`).
     seed
         An int or a JAX key; seeds the split, initialisation and shuffling
-        (``k_split, k_train = split(key(seed))``): same seed, same estimator.
+        (``k_split, k_init, k_loop = split(key(seed), 3)``): same seed, same
+        estimator.
     progressbar
         Show a progress bar with the losses.
 

@@ -1,13 +1,15 @@
-"""Variational inference on any ``pm.Model`` (or raw JAX log-density) in its unconstrained space.
+r"""Variational inference on any ``pm.Model`` (or raw JAX log-density) in its unconstrained space.
 
 See ``docs/vi.md``. Layers: :mod:`.families` (Gaussian, full-rank Gaussian,
 MAF/NSF flows), :mod:`.divergences` (pure losses), :mod:`.core` (``init`` /
-``step`` / ``evaluate`` and the chunked loop), :func:`fit_vi` (one shot),
+``step`` / ``evaluate`` and the chunked loop), :class:`VIConfig` (the options,
+configured once), :func:`fit_vi` (one shot),
 :class:`VIPosterior` (``sample`` → ``DataTree``, ``evaluate``, ``map``), and
-:func:`train_amortized` (a conditional flow :math:`q(\\theta \\mid x)`).
+:func:`train_amortized` (a conditional flow :math:`q(\theta \mid x)`).
 """
 
 from pymc_sbi.vi.amortized import AmortizedVIPosterior, train_amortized
+from pymc_sbi.vi.config import VIConfig, amortized_recipe
 from pymc_sbi.vi.core import VIAlgorithm, VIState, make_vi_optimizer, run, vi_algorithm
 from pymc_sbi.vi.divergences import (
     DIVERGENCES,
@@ -27,10 +29,12 @@ __all__ = [
     "AmortizedVIPosterior",
     "Family",
     "VIAlgorithm",
+    "VIConfig",
     "VIDiagnostics",
     "VIPosterior",
     "VIState",
     "alpha_divergence",
+    "amortized_recipe",
     "condition_family",
     "fit_vi",
     "forward_kl",

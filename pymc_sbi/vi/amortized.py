@@ -41,8 +41,10 @@ from xarray import DataTree
 
 from pymc_sbi.estimator import Estimator
 from pymc_sbi.prior import param_spec
+from pymc_sbi.seed import as_seed_int
 from pymc_sbi.simulation import Simulations, simulate
 from pymc_sbi.terms.jaxmodel import JaxModel, jax_model, prior_positions
+from pymc_sbi.vi.config import VIConfig, amortized_recipe
 from pymc_sbi.vi.core import make_vi_optimizer, run, vi_algorithm
 from pymc_sbi.vi.families import Family, condition_family, make_family
 from pymc_sbi.vi.fit import map_logdensity, warmup_moments
@@ -92,8 +94,11 @@ class AmortizedVIPosterior:
         return (flat - self.x_mean) / self.x_std
 
     def condition(self, x: Any) -> VIPosterior:
-        """The :class:`VIPosterior` at one observation ``x``: ``sample``, ``evaluate`` and
-        ``map`` against the target :math:`p(z)\\,\\ell(x \\mid \\theta(z))`."""
+        r"""The :class:`VIPosterior` at one observation ``x``.
+
+        Its ``sample``, ``evaluate`` and ``map`` work against the target
+        :math:`p(z)\,\ell(x \mid \theta(z))`.
+        """
         x = jnp.asarray(x)
         family = condition_family(self.family, self.context(x))
         jm, loglik = self.jax_model, self.log_likelihood_fn
@@ -151,22 +156,12 @@ def train_amortized(
     prior: pm.Model,
     log_likelihood: Estimator | Callable[[jax.Array, jax.Array], jax.Array],
     x: Simulations | np.ndarray | None = None,
+    config: VIConfig | None = None,
     *,
     simulator: Callable | None = None,
     num_simulations: int = 10_000,
-    family: str = "maf",
-    flow_kwargs: dict[str, Any] | None = None,
-    num_particles: int = 8,
     batch_size: int = 64,
-    learning_rate: float = 1e-3,
-    lr_decay: float = 1.0,
-    max_iters: int = 5000,
-    min_iters: int = 1000,
-    clip_norm: float | None = 10.0,
-    stl: bool = False,
-    check_convergence: bool = True,
-    chunk_size: int = 100,
-    seed: int | None = None,
+    seed=None,
     progressbar: bool = True,
 ) -> AmortizedVIPosterior:
     r"""Fit a conditional flow :math:`q(\theta \mid x)` by the expected ELBO (module docstring).
@@ -182,19 +177,30 @@ def train_amortized(
     x
         The pool of observations ``(n, *x_shape)``, or a ``Simulations`` record
         (its ``x``). Default: ``num_simulations`` fresh simulations of ``simulator``.
-    family
-        ``"maf"`` or ``"nsf"``; ``flow_kwargs`` set the network.
-    num_particles, batch_size
-        Draws per observation and observations per step.
-    learning_rate, lr_decay, max_iters, min_iters, clip_norm, stl, check_convergence,
-    chunk_size, seed, progressbar
-        As in :func:`~pymc_sbi.vi.fit_vi`.
+    config
+        A :class:`~pymc_sbi.vi.VIConfig` with family ``"maf"`` or ``"nsf"`` and
+        divergence ``"rkl"`` (default: :func:`~pymc_sbi.vi.amortized_recipe`);
+        ``num_particles`` is per observation.
+    simulator, num_simulations
+        Simulate the pool when ``x`` is not given.
+    batch_size
+        Observations per step.
+    seed, progressbar
+        As in :func:`~pymc_sbi.fit_vi`.
     """
+    config = amortized_recipe() if config is None else config
+    if not isinstance(config, VIConfig):
+        raise TypeError(f"config must be a pymc_sbi.vi.VIConfig, got {type(config).__name__}.")
+    family, num_particles, stl = config.family_name, config.num_particles, config.stl
+    if config.divergence != "rkl":
+        raise ValueError(
+            f"Amortised VI maximises the ELBO: divergence 'rkl', not {config.divergence!r}."
+        )
     if family not in ("maf", "nsf"):
         raise ValueError(
             f"Amortised VI needs a conditional flow: family 'maf' or 'nsf', not {family!r}."
         )
-    seed = int(np.random.default_rng().integers(2**31)) if seed is None else int(seed)
+    seed = int(np.random.default_rng().integers(2**31)) if seed is None else as_seed_int(seed)
     loglik = _likelihood(log_likelihood)
     if isinstance(log_likelihood, Estimator):
         names = tuple(log_likelihood.spec.names)
@@ -212,7 +218,7 @@ def train_amortized(
     pool = pool.astype(jnp.result_type(float))
     flat = pool.reshape(pool.shape[0], -1)
     x_mean, x_std = flat.mean(0), jnp.maximum(flat.std(0), 1e-8)
-    fam = make_family(family, jm.dim, context_dim=flat.shape[1], **(flow_kwargs or {}))
+    fam = make_family(family, jm.dim, context_dim=flat.shape[1], **config.flow_kwargs)
     target = jax.vmap(_joint_logdensity(jm, loglik, names))
 
     k_init, k_run = jax.random.split(jax.random.key(seed))
@@ -230,31 +236,28 @@ def train_amortized(
         elbo = jnp.mean(target(z, x_rep) - log_q)
         return -elbo, {"loss": -elbo, "elbo": jax.lax.stop_gradient(elbo)}
 
-    algo = vi_algorithm(loss_fn, make_vi_optimizer(None, learning_rate, lr_decay, clip_norm))
+    tx = make_vi_optimizer(
+        config.optimizer, config.learning_rate, config.lr_decay, config.clip_norm
+    )
+    algo = vi_algorithm(loss_fn, tx)
     state, history = run(
         algo,
         algo.init(params),
         k_run,
-        max_iters=int(max_iters),
-        min_iters=int(min_iters),
-        chunk_size=int(chunk_size),
-        check_convergence=check_convergence,
+        max_iters=config.max_iters,
+        min_iters=config.min_iters,
+        chunk_size=config.chunk_size,
+        check_convergence=config.check_convergence,
         progressbar=progressbar,
         desc=f"amortised VI {family}",
     )
-    config = {
-        "family": family,
+    record = {
+        **config.to_dict(),
         "names": names,
-        "num_particles": int(num_particles),
         "batch_size": int(batch_size),
-        "learning_rate": learning_rate,
-        "lr_decay": lr_decay,
-        "max_iters": int(max_iters),
-        "stl": stl,
         "seed": seed,
         "num_observations": int(pool.shape[0]),
-        "flow_kwargs": dict(flow_kwargs or {}),
     }
     return AmortizedVIPosterior(
-        fam, state.params, jm, loglik, x_shape, x_mean, x_std, history, config
+        fam, state.params, jm, loglik, x_shape, x_mean, x_std, history, record
     )

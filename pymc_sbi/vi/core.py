@@ -57,9 +57,11 @@ def make_vi_optimizer(
     lr_decay: float = 1.0,
     clip_norm: float | None = 10.0,
 ) -> optax.GradientTransformation:
-    r"""Adam with an exponentially decaying learning rate :math:`\eta_t = \eta_0 \gamma^t`
-    (``lr_decay`` = :math:`\gamma`, 1 = constant) after global-norm clipping,
-    or ``optimizer`` (then only the clipping is added)."""
+    r"""Adam with an exponentially decaying learning rate, after global-norm clipping.
+
+    :math:`\eta_t = \eta_0 \gamma^t` (``lr_decay`` = :math:`\gamma`, 1 = constant),
+    or ``optimizer`` (then only the clipping is added).
+    """
     if not 0.0 < lr_decay <= 1.0:
         raise ValueError(f"lr_decay must be in (0, 1], got {lr_decay}.")
     if optimizer is None:

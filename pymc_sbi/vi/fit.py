@@ -33,24 +33,28 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pymc as pm
 from pymc.sampling.jax import get_jaxified_graph
 
+from pymc_sbi.seed import as_seed_int
 from pymc_sbi.terms.jaxmodel import jax_model, prior_positions
+from pymc_sbi.vi.config import VIConfig
 from pymc_sbi.vi.core import make_vi_optimizer, run, vi_algorithm
 from pymc_sbi.vi.divergences import make_loss
-from pymc_sbi.vi.families import Family, gaussian, make_family
+from pymc_sbi.vi.families import gaussian, make_family
 from pymc_sbi.vi.posterior import VIPosterior
 
 __all__ = ["fit_vi", "warmup_moments"]
 
 
 def warmup_moments(positions: np.ndarray, family: str) -> tuple[np.ndarray, np.ndarray]:
-    """Location and scale of draws ``(n, D)``: the mean, and the Cholesky factor of
-    the covariance for the families with a full-rank affine (``gaussian``,
-    ``maf``, ``nsf``; each starts as the moment-matched Gaussian of the draws),
-    the standard deviations for ``gaussian_diag``."""
+    """Location and scale of draws ``(n, D)`` to start a family from.
+
+    The mean, and the Cholesky factor of the covariance for the families with a
+    full-rank affine (``gaussian``, ``maf``, ``nsf``; each starts as the
+    moment-matched Gaussian of the draws),
+    the standard deviations for ``gaussian_diag``.
+    """
     positions = np.asarray(positions, dtype=float)
     if positions.ndim != 2 or positions.shape[0] < 2:
         raise ValueError(f"Warm-up draws must have shape (n >= 2, D), got {positions.shape}.")
@@ -75,27 +79,9 @@ def map_logdensity(model: pm.Model, jm) -> Callable[[jax.Array], jax.Array]:
 
 def fit_vi(
     model: pm.Model | None = None,
+    config: VIConfig | None = None,
     *,
-    family: str | Family = "maf",
-    divergence: str = "rkl",
-    num_particles: int = 128,
-    learning_rate: float = 1e-3,
-    lr_decay: float = 1.0,
-    max_iters: int = 2000,
-    min_iters: int = 200,
-    clip_norm: float | None = 10.0,
-    stl: bool = False,
-    K: int = 8,
-    alpha: float = 0.5,
-    warmup_from_prior: bool = True,
-    warmup_draws: int = 1000,
-    check_convergence: bool = True,
-    chunk_size: int = 100,
-    optimizer: optax.GradientTransformation | None = None,
-    flow_kwargs: dict[str, Any] | None = None,
-    pretrain_iters: int | None = None,
-    pretrain_learning_rate: float = 1e-2,
-    seed: int | None = None,
+    seed=None,
     progressbar: bool = True,
     logdensity_fn: Callable[[jax.Array], jax.Array] | None = None,
     dim: int | None = None,
@@ -109,46 +95,10 @@ def fit_vi(
         A ``pm.Model`` (default: the model on the context stack) whose free
         variables are continuous; neural terms of pymc_sbi work like any other.
         Leave it out and give ``logdensity_fn`` instead for a raw target.
-    family
-        ``"gaussian_diag"``, ``"gaussian"``, ``"maf"`` or ``"nsf"`` (see
-        :mod:`pymc_sbi.vi.families`), or a :class:`Family`.
-    divergence
-        ``"rkl"`` (ELBO), ``"fkl"`` (forward KL by self-normalised importance
-        sampling), ``"iw"`` (importance-weighted bound, ``K`` draws per group) or
-        ``"alpha"`` (Rényi, order ``alpha``); see :mod:`pymc_sbi.vi.divergences`.
-    num_particles
-        Monte-Carlo draws per step (groups of ``K`` for ``iw``/``alpha``).
-    learning_rate, lr_decay
-        Adam learning rate, multiplied by ``lr_decay`` after every step.
-    max_iters, min_iters
-        Step budget; the convergence check starts after ``min_iters`` steps.
-    clip_norm
-        Global gradient-norm clipping (``None``: off).
-    stl
-        Sticking-the-landing gradient for ``rkl``.
-    K, alpha
-        Options of ``iw`` and ``alpha``.
-    warmup_from_prior
-        Start from the prior: the family's location and scale (Cholesky factor
-        for ``gaussian``) are the moments of ``warmup_draws`` prior draws in the
-        unconstrained space (``init_positions`` for a raw target). Off, or
-        without draws: standard normal.
-    check_convergence, chunk_size
-        Stop once the chunk-mean loss stops improving (:mod:`pymc_sbi.vi.core`);
-        steps run in compiled chunks of ``chunk_size``.
-    optimizer
-        An optax optimizer replacing Adam (clipping still applies).
-    flow_kwargs
-        Network options of ``maf``/``nsf``, e.g. ``{"num_transforms": 3,
-        "hidden_features": 32}`` (defaults: 5 transforms, hidden 50).
-    pretrain_iters, pretrain_learning_rate
-        Flow families: at most ``pretrain_iters`` steps (Adam at
-        ``pretrain_learning_rate``, no decay; the convergence check applies)
-        fitting the outer affine alone, i.e. the full-rank Gaussian, with the
-        same divergence, before the flow is trained (module docstring).
-        Default: 500 under ``fkl``/``iw``/``alpha``, 0 (off) under ``rkl``.
+    config
+        A :class:`~pymc_sbi.vi.VIConfig` (default: a MAF fitted by the ELBO).
     seed
-        Same seed, same result.
+        An int or a JAX key; same seed, same result.
     progressbar
         Show a progress bar with the loss.
     logdensity_fn, dim
@@ -163,6 +113,10 @@ def fit_vi(
         with ``sample(draws, seed) -> DataTree``, ``log_prob``, ``evaluate()``
         (PSIS k-hat) and ``map()``.
     """
+    config = VIConfig() if config is None else config
+    if not isinstance(config, VIConfig):
+        raise TypeError(f"config must be a pymc_sbi.vi.VIConfig, got {type(config).__name__}.")
+    c = config
     jm = map_fn = None
     if logdensity_fn is None:
         model = pm.modelcontext(model)
@@ -180,41 +134,36 @@ def fit_vi(
         raise ValueError(
             f"init_positions must have shape (n, {dim}), got {np.shape(init_positions)}."
         )
-    family_name = family.name if isinstance(family, Family) else family
-    fam = make_family(family, dim, **(flow_kwargs or {}))
-    seed = int(np.random.default_rng().integers(2**31)) if seed is None else int(seed)
+    family_name = c.family_name
+    fam = make_family(c.family, dim, **c.flow_kwargs)
+    seed = int(np.random.default_rng().integers(2**31)) if seed is None else as_seed_int(seed)
     k_init, k_run = jax.random.split(jax.random.key(seed))
 
     loc, scale = np.zeros(dim), np.ones(dim)
-    if warmup_from_prior:
+    if c.warmup_from_prior:
         positions = init_positions
         if positions is None and jm is not None:
-            positions = prior_positions(jm.model, int(warmup_draws), seed=seed)
+            positions = prior_positions(jm.model, c.warmup_draws, seed=seed)
         if positions is not None:
             loc, scale = warmup_moments(positions, family_name)
     params = fam.init(k_init, jnp.asarray(loc), jnp.asarray(scale))
 
+    divergence, num_particles = c.divergence, c.num_particles
     options: dict[str, Any] = {}
-    if stl:
-        if divergence != "rkl":
-            raise ValueError(f"stl applies to divergence='rkl' only, not {divergence!r}.")
+    if c.stl:
         options["stl"] = True
     if divergence in ("iw", "alpha"):
-        options["K"] = int(K)
+        options["K"] = c.K
     if divergence == "alpha":
-        options["alpha"] = float(alpha)
-    if pretrain_iters is None:
-        pretrain_iters = 0 if divergence == "rkl" else 500
-    pretrain_iters = int(pretrain_iters)
-    if pretrain_iters < 0:
-        raise ValueError(f"pretrain_iters must be >= 0, got {pretrain_iters}.")
+        options["alpha"] = float(c.alpha)
+    pretrain_iters = c.pretrain_steps
     pretrain_history = None
     if pretrain_iters > 0 and _has_outer_affine(params):
         k_pre, k_run = jax.random.split(k_run)
         gauss = gaussian(dim)
         pre_loss = make_loss(divergence, gauss, logdensity_fn, num_particles, **options)
         pre_algo = vi_algorithm(
-            pre_loss, make_vi_optimizer(None, pretrain_learning_rate, 1.0, clip_norm)
+            pre_loss, make_vi_optimizer(None, c.pretrain_learning_rate, 1.0, c.clip_norm)
         )
         affine = {"loc": params["loc"], "tril_raw": params["tril_raw"]}
         pre_state, pretrain_history = run(
@@ -222,43 +171,29 @@ def fit_vi(
             pre_algo.init(affine),
             k_pre,
             max_iters=pretrain_iters,
-            min_iters=min(int(min_iters), pretrain_iters),
-            chunk_size=int(chunk_size),
-            check_convergence=check_convergence,
+            min_iters=min(c.min_iters, pretrain_iters),
+            chunk_size=c.chunk_size,
+            check_convergence=c.check_convergence,
             progressbar=progressbar,
             desc=f"VI pre-fit gaussian/{divergence}",
         )
         params = {**params, **pre_state.params}
 
     loss_fn = make_loss(divergence, fam, logdensity_fn, num_particles, **options)
-    tx = make_vi_optimizer(optimizer, learning_rate, lr_decay, clip_norm)
+    tx = make_vi_optimizer(c.optimizer, c.learning_rate, c.lr_decay, c.clip_norm)
     algo = vi_algorithm(loss_fn, tx)
     state, history = run(
         algo,
         algo.init(params),
         k_run,
-        max_iters=int(max_iters),
-        min_iters=int(min_iters),
-        chunk_size=int(chunk_size),
-        check_convergence=check_convergence,
+        max_iters=c.max_iters,
+        min_iters=c.min_iters,
+        chunk_size=c.chunk_size,
+        check_convergence=c.check_convergence,
         progressbar=progressbar,
         desc=f"VI {family_name}/{divergence}",
     )
-    config = {
-        "family": family_name,
-        "divergence": divergence,
-        "num_particles": int(num_particles),
-        "learning_rate": learning_rate,
-        "lr_decay": lr_decay,
-        "max_iters": int(max_iters),
-        "min_iters": int(min_iters),
-        "clip_norm": clip_norm,
-        "seed": seed,
-        **options,
-        "flow_kwargs": dict(flow_kwargs or {}),
-    }
+    record = {**c.to_dict(), "seed": seed, "pretrain_iters": pretrain_iters}
     if pretrain_history is not None:
         history["pretrain"] = pretrain_history
-        config["pretrain_iters"] = pretrain_iters
-        config["pretrain_learning_rate"] = pretrain_learning_rate
-    return VIPosterior(fam, state.params, logdensity_fn, jm, history, config, map_fn)
+    return VIPosterior(fam, state.params, logdensity_fn, jm, history, record, map_fn)

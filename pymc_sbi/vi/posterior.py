@@ -65,7 +65,7 @@ def _seed_key(seed: int | jax.Array | None) -> jax.Array:
 
 @dataclass(frozen=True, eq=False)
 class VIPosterior:
-    """A fitted variational family :math:`q(\\theta)` on the unconstrained space.
+    r"""A fitted variational family :math:`q(\theta)` on the unconstrained space.
 
     Attributes
     ----------
@@ -95,6 +95,7 @@ class VIPosterior:
 
     @property
     def dim(self) -> int:
+        """Dimension of the unconstrained parameter vector."""
         return self.family.dim
 
     def sample_theta(self, rng_key: jax.Array, n: int) -> jax.Array:
@@ -105,7 +106,7 @@ class VIPosterior:
         return jax.jit(self.family.sample_and_log_prob, static_argnums=2)(self.params, rng_key, n)
 
     def log_prob(self, theta: jax.Array) -> jax.Array:
-        """:math:`\\log q(\\theta)` at unconstrained ``theta`` ``(..., D)``."""
+        r""":math:`\log q(\theta)` at unconstrained ``theta`` ``(..., D)``."""
         theta = jnp.asarray(theta)
         if theta.shape[-1:] != (self.dim,):
             raise ValueError(f"theta must have shape (..., {self.dim}), got {tuple(theta.shape)}.")
@@ -134,7 +135,7 @@ class VIPosterior:
         )
 
     def evaluate(self, draws: int = 4000, seed: int | jax.Array | None = None) -> VIDiagnostics:
-        """PSIS :math:`\\hat k` and proportionality check from ``draws`` draws of :math:`q`."""
+        r"""PSIS :math:`\hat k` and proportionality check from ``draws`` draws of :math:`q`."""
         if int(draws) < 100:
             raise ValueError(f"evaluate needs at least 100 draws for a Pareto fit, got {draws}.")
         theta, log_q = self._draw(_seed_key(seed), int(draws))

@@ -112,10 +112,10 @@ def test_sample_posterior_is_reproducible_and_batched(bounded_npe):
     np.testing.assert_allclose(draws.leakage, 1 - draws.acceptance_rate)
     assert draws.acceptance_rate[1] > draws.acceptance_rate[0]  # interior leaks less
     # one Z per observation; theta broadcasts as (..., B, d)
-    z = support_mass(bounded_npe, xs, n_mc=512, seed=0)
+    z = support_mass(bounded_npe, xs, num_mc=512, seed=0)
     assert z.shape == (3,)
     theta = jnp.array([[0.5, 0.2], [0.9, 0.1]])[:, None, :]
-    assert log_prob_corrected(bounded_npe, theta, xs, mass=z).shape == (2, 3)
+    assert log_prob_corrected(bounded_npe, xs, theta, mass=z).shape == (2, 3)
 
 
 def test_low_acceptance_raises_instead_of_looping(bounded_npe):
@@ -132,10 +132,10 @@ def test_low_acceptance_warns(bounded_npe):
 # ------------------------------------------------------------------- density
 def test_corrected_log_prob_integrates_to_one(bounded_npe, grid):
     theta, integrate = grid
-    z = float(support_mass(bounded_npe, X_EDGE, n_mc=N_MC, seed=5))
+    z = float(support_mass(bounded_npe, X_EDGE, num_mc=N_MC, seed=5))
     uncorrected = integrate(bounded_npe.log_prob(X_EDGE, theta))
     corrected = integrate(
-        log_prob_corrected(bounded_npe, theta, X_EDGE, n_mc=N_MC, seed=5, outside="-inf")
+        log_prob_corrected(bounded_npe, X_EDGE, theta, num_mc=N_MC, seed=5, outside="-inf")
     )
     assert abs(corrected - 1.0) < 0.02
     assert abs(uncorrected - z) < 0.02 * z
@@ -145,12 +145,12 @@ def test_corrected_log_prob_integrates_to_one(bounded_npe, grid):
 def test_corrected_log_prob_outside_support_and_gradients(bounded_npe):
     theta = jnp.array([[-0.1, 0.5], [1.1, 0.5], [0.5, -0.01], [0.5, 0.2], [0.9, 0.1]])
     mass = 0.8
-    lp = log_prob_corrected(bounded_npe, theta, X_EDGE, mass=mass, outside="-inf")
+    lp = log_prob_corrected(bounded_npe, X_EDGE, theta, mass=mass, outside="-inf")
     assert lp.shape == (5,)
     assert np.all(np.isneginf(lp[:3]))
     expected = bounded_npe.log_prob(X_EDGE, theta) - np.log(mass)
     np.testing.assert_allclose(lp[3:], expected[3:], rtol=1e-6)
-    grad = jax.grad(lambda t: log_prob_corrected(bounded_npe, t, X_EDGE, mass=mass))(theta[3])
+    grad = jax.grad(lambda t: log_prob_corrected(bounded_npe, X_EDGE, t, mass=mass))(theta[3])
     np.testing.assert_allclose(
         grad, jax.grad(lambda t: bounded_npe.log_prob(X_EDGE, t))(theta[3]), rtol=1e-6
     )
@@ -158,12 +158,12 @@ def test_corrected_log_prob_outside_support_and_gradients(bounded_npe):
 
 def test_corrected_log_prob_outside_support_is_an_error_by_default(bounded_npe):
     inside = jnp.array([[0.5, 0.2], [0.9, 0.1]])
-    assert np.all(np.isfinite(log_prob_corrected(bounded_npe, inside, X_EDGE, mass=0.8)))
+    assert np.all(np.isfinite(log_prob_corrected(bounded_npe, X_EDGE, inside, mass=0.8)))
     theta = jnp.array([[0.5, 0.2], [0.5, -0.25]])
     with pytest.raises(ValueError, match=r"1 of 2 theta .*b = -0\.25 not in \[0, "):
-        log_prob_corrected(bounded_npe, theta, X_EDGE, mass=0.8)
+        log_prob_corrected(bounded_npe, X_EDGE, theta, mass=0.8)
     with pytest.raises(ValueError, match="outside must be"):
-        log_prob_corrected(bounded_npe, inside, X_EDGE, mass=0.8, outside="nan")
+        log_prob_corrected(bounded_npe, X_EDGE, inside, mass=0.8, outside="nan")
 
 
 def test_unbounded_prior_needs_no_correction(bounded_npe):
@@ -172,7 +172,7 @@ def test_unbounded_prior_needs_no_correction(bounded_npe):
     assert float(support_mass(est, X_EDGE)) == 1.0
     theta = jnp.array([[-0.5, -0.5], [0.0, -3.0], [2.0, 0.1], [0.5, 0.2], [0.9, 0.1]])
     np.testing.assert_array_equal(
-        log_prob_corrected(est, theta, X_EDGE), est.log_prob(X_EDGE, theta)
+        log_prob_corrected(est, X_EDGE, theta), est.log_prob(X_EDGE, theta)
     )
 
 
@@ -180,7 +180,7 @@ def test_wrong_x_shape_names_expected_shape(bounded_npe):
     bad = np.zeros(3)
     for call in (
         lambda: sample_posterior(bounded_npe, bad, 10, 0),
-        lambda: log_prob_corrected(bounded_npe, np.zeros(2), bad),
+        lambda: log_prob_corrected(bounded_npe, bad, np.zeros(2)),
         lambda: support_mass(bounded_npe, bad),
         lambda: map_estimate(bounded_npe, bad),
         lambda: sample_posterior(bounded_npe, np.zeros((2, 2, 2)), 10, 0),
@@ -267,7 +267,7 @@ def test_posterior_functions_under_x64(bounded_npe, x64):
     assert draws.samples.dtype == np.float64
     assert np.all(bounded_npe.spec.in_support(draws.samples))
     theta = jnp.array([[0.5, 0.2], [1.5, 0.2]], jnp.float64)
-    lp = log_prob_corrected(bounded_npe, theta, x, mass=draws.acceptance_rate, outside="-inf")
+    lp = log_prob_corrected(bounded_npe, x, theta, mass=draws.acceptance_rate, outside="-inf")
     assert lp.dtype == jnp.float64
     assert np.isfinite(lp[0]) and np.isneginf(lp[1])
 

@@ -229,7 +229,7 @@ def test_predictive_check_surrogate_vs_simulator():
     model = hierarchical_model(est, data, "flat")
     truth = {"mu_v": 1.0, "mu_b": -0.5, "sigma": data["sigma"], "v": data["v"], "b": data["b"]}
     check = ps.predictive_check(
-        model, _fake_posterior(truth, n=60), "x", race.simulator, n_draws=60, seed=1
+        model, _fake_posterior(truth, n=60), "x", race.simulator, num_draws=60, seed=1
     )
     table = check.summary()
     assert check.simulator.shape == check.surrogate.shape == (60, len(check.names))
@@ -247,7 +247,7 @@ def test_predictive_check_surrogate_vs_simulator():
         assert abs(rel) < 0.1, table
     # and it flags a simulator that disagrees: reaction times 1.5x slower
     slow = lambda key, theta, s: race.simulator(key, theta, s) * jnp.array([1.5, 1.0])
-    shifted = ps.predictive_check(model, _fake_posterior(truth, n=60), "x", slow, n_draws=60)
+    shifted = ps.predictive_check(model, _fake_posterior(truth, n=60), "x", slow, num_draws=60)
     assert abs(shifted.summary().loc["mean(x[0])", "std_diff"]) > 5
     import matplotlib
 

@@ -166,11 +166,13 @@ def test_fit_vi_through_neural_term(lg_nle):
     mean, cov = linear_gaussian_posterior(X_OBS)
     post = fit_vi(
         make_model(lg_nle),
-        family="gaussian",
-        num_particles=16,
-        learning_rate=2e-2,
-        max_iters=500,
-        check_convergence=False,
+        ps.vi.VIConfig(
+            family="gaussian",
+            num_particles=16,
+            learning_rate=2e-2,
+            max_iters=500,
+            check_convergence=False,
+        ),
         seed=0,
         progressbar=False,
     )

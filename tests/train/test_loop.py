@@ -39,8 +39,7 @@ def test_custom_loop_reproduces_fit(lg_sims):
         progressbar=False,
     )
 
-    k_split, k_train = jax.random.split(jax.random.key(seed))
-    k_init, k_loop = jax.random.split(k_train)
+    k_split, k_init, k_loop = jax.random.split(jax.random.key(seed), 3)
     train, val = ps.train.train_validation_split(k_split, lg_sims.as_batch(), 0.1)
     state = objective.init(k_init, train, ps.TrainConfig().make_optimizer(len(train["theta"])))
     step = jax.jit(objective.step)
@@ -210,3 +209,15 @@ def test_compiled_init_equals_flax_init():
     key = jax.random.key(7)
     compiled, eager = init_params(module, key, theta, x), module.init(key, theta, x)
     assert _leaves_equal(compiled, eager, rtol=1e-6, atol=1e-7)
+
+
+def test_optimizer_cache_tells_custom_optimizers_apart():
+    """Equal settings share one optax object (so compiled steps are reused); different
+    custom optimizers never do."""
+    a, b = optax.sgd(1e-3), optax.sgd(1e-3)
+    assert ps.TrainConfig().make_optimizer(100) is ps.TrainConfig().make_optimizer(500)
+    assert ps.TrainConfig(optimizer=a).make_optimizer(100) is not (
+        ps.TrainConfig(optimizer=b).make_optimizer(100)
+    )
+    cosine = ps.cosine_recipe(epochs=2, learning_rate=1e-3)
+    assert cosine.make_optimizer(100) is not cosine.make_optimizer(1000)  # decay length differs

@@ -27,7 +27,9 @@ def _assert_trees_close(a, b, rtol=1e-6, atol=1e-6):
 @pytest.fixture(scope="module")
 def runner():
     """One runner shared by the tests, so its compiled 10-step run is reused."""
-    return ps.train.Runner(ps.nle(ps.nn.maf(**TINY)), ps.make_optimizer(learning_rate=3e-3), 64)
+    return ps.train.Runner(
+        ps.nle(ps.nn.maf(**TINY)), ps.TrainConfig(learning_rate=3e-3).make_optimizer(300), 64
+    )
 
 
 def test_run_equals_manual_loop_over_update(sims, runner):
@@ -138,7 +140,9 @@ def _snpe_batch(sims):
 def test_every_objective_runs_as_an_ensemble(make, sims, request):
     """Runner(members=2) works for each objective and gives a usable ensemble estimator."""
     objective = make()
-    runner = ps.train.Runner(objective, ps.make_optimizer(learning_rate=3e-3), 50, members=2)
+    runner = ps.train.Runner(
+        objective, ps.TrainConfig(learning_rate=3e-3).make_optimizer(300), 50, members=2
+    )
     data = _snpe_batch(sims) if request.node.callspec.id == "snpe_c" else sims.as_batch()
     res = runner.run(jax.random.key(0), data, num_epochs=8)
     losses = np.asarray(res.losses)

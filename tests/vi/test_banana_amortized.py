@@ -16,6 +16,7 @@ import numpy as np
 import pymc as pm
 import pytest
 
+import pymc_sbi as ps
 from pymc_sbi.vi import fit_vi, train_amortized
 
 
@@ -29,14 +30,17 @@ def banana(b):
 
 def fit_banana(family, b, max_iters, flow_kwargs=None, learning_rate=5e-3):
     return fit_vi(
+        None,
+        ps.vi.VIConfig(
+            family=family,
+            num_particles=64,
+            learning_rate=learning_rate,
+            max_iters=max_iters,
+            check_convergence=False,
+            flow_kwargs=flow_kwargs,
+        ),
         logdensity_fn=banana(b),
         dim=2,
-        family=family,
-        num_particles=64,
-        learning_rate=learning_rate,
-        max_iters=max_iters,
-        check_convergence=False,
-        flow_kwargs=flow_kwargs,
         seed=0,
         progressbar=False,
     )
@@ -75,15 +79,17 @@ def test_amortized_conjugate_gaussian():
         prior,
         log_likelihood,
         x_pool,
-        flow_kwargs={"num_transforms": 1, "hidden_features": 16},
-        num_particles=8,
         batch_size=64,
-        learning_rate=5e-3,
-        lr_decay=0.999,
-        max_iters=2500,
-        check_convergence=False,
         seed=0,
         progressbar=False,
+        config=ps.vi.VIConfig(
+            flow_kwargs={"num_transforms": 1, "hidden_features": 16},
+            num_particles=8,
+            learning_rate=5e-3,
+            lr_decay=0.999,
+            max_iters=2500,
+            check_convergence=False,
+        ),
     )
     n = 4000
     sd = math.sqrt(0.2)

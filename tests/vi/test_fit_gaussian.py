@@ -35,6 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import pymc_sbi as ps
 from pymc_sbi.vi import fit_vi
 
 MU = np.array([1.0, -2.0])
@@ -54,16 +55,19 @@ def logdensity_fn(theta):
 def fitted(family, divergence, max_iters=600):
     flow = family in ("maf", "nsf")
     return fit_vi(
+        None,
+        ps.vi.VIConfig(
+            family=family,
+            divergence=divergence,
+            num_particles=64,
+            learning_rate=5e-3 if flow else 3e-2,
+            lr_decay=0.998 if flow else 0.995,
+            max_iters=max_iters,
+            check_convergence=False,
+            flow_kwargs=SMALL_FLOW if flow else None,
+        ),
         logdensity_fn=logdensity_fn,
         dim=2,
-        family=family,
-        divergence=divergence,
-        num_particles=64,
-        learning_rate=5e-3 if flow else 3e-2,
-        lr_decay=0.998 if flow else 0.995,
-        max_iters=max_iters,
-        check_convergence=False,
-        flow_kwargs=SMALL_FLOW if flow else None,
         init_positions=np.random.default_rng(0).normal(size=(200, 2)) * 3.0,
         seed=0,
         progressbar=False,
@@ -136,15 +140,18 @@ def test_flow_other_divergences_recover_target(family, divergence):
 
 def test_sticking_the_landing_recovers_target():
     post = fit_vi(
+        None,
+        ps.vi.VIConfig(
+            family="gaussian",
+            stl=True,
+            num_particles=16,
+            learning_rate=3e-2,
+            lr_decay=0.995,
+            max_iters=600,
+            check_convergence=False,
+        ),
         logdensity_fn=logdensity_fn,
         dim=2,
-        family="gaussian",
-        stl=True,
-        num_particles=16,
-        learning_rate=3e-2,
-        lr_decay=0.995,
-        max_iters=600,
-        check_convergence=False,
         seed=1,
         progressbar=False,
     )

@@ -9,6 +9,7 @@ import numpy as np
 import pymc as pm
 import pytest
 
+import pymc_sbi as ps
 from pymc_sbi.vi import VIDiagnostics, fit_vi
 
 Y = np.array([0.8, 1.9, 1.1, 2.4, 1.6, 0.7, 1.3, 2.0])
@@ -28,12 +29,14 @@ def make_model():
 def fitted(seed=0):
     return fit_vi(
         make_model(),
-        family="gaussian",
-        num_particles=32,
-        learning_rate=2e-2,
-        lr_decay=0.997,
-        max_iters=500,
-        check_convergence=False,
+        ps.vi.VIConfig(
+            family="gaussian",
+            num_particles=32,
+            learning_rate=2e-2,
+            lr_decay=0.997,
+            max_iters=500,
+            check_convergence=False,
+        ),
         seed=seed,
         progressbar=False,
     )
@@ -72,12 +75,14 @@ def test_same_seed_same_result():
         fitted(0),
         fit_vi(
             make_model(),
-            family="gaussian",
-            num_particles=32,
-            learning_rate=2e-2,
-            lr_decay=0.997,
-            max_iters=500,
-            check_convergence=False,
+            ps.vi.VIConfig(
+                family="gaussian",
+                num_particles=32,
+                learning_rate=2e-2,
+                lr_decay=0.997,
+                max_iters=500,
+                check_convergence=False,
+            ),
             seed=0,
             progressbar=False,
         ),
@@ -110,10 +115,14 @@ def test_evaluate():
 
 def test_bad_input():
     model = make_model()
-    with pytest.raises(ValueError, match="Unknown divergence"):
-        fit_vi(model, divergence="kl", max_iters=1, progressbar=False)
+    with pytest.raises(ValueError, match="divergence must be one of"):
+        ps.vi.VIConfig(divergence="kl")
     with pytest.raises(ValueError, match="stl applies"):
-        fit_vi(model, divergence="fkl", stl=True, max_iters=1, progressbar=False)
+        ps.vi.VIConfig(divergence="fkl", stl=True)
+    with pytest.raises(ValueError, match="max_iters"):
+        ps.vi.VIConfig(max_iters=0)
+    with pytest.raises(TypeError, match="VIConfig"):
+        fit_vi(model, {"family": "maf"}, progressbar=False)
     with pytest.raises(ValueError, match="dim=D"):
         fit_vi(logdensity_fn=lambda t: -t @ t, progressbar=False)
     with pytest.raises(ValueError, match="either a model or a logdensity_fn"):
