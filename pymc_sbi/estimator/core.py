@@ -116,6 +116,9 @@ class Estimator:
         (every leaf of ``params`` has a leading member axis of length ``E``;
         the z-scoring statistics are shared). See Notes and
         :func:`pymc_sbi.fit_ensemble`.
+    versions
+        Versions of pymc_sbi, jax and flax that wrote the file (``{}`` for an
+        estimator trained in this process); shown by ``repr``.
 
     Notes
     -----
@@ -153,6 +156,7 @@ class Estimator:
     config: Mapping[str, Any] = field(default_factory=dict)
     data_range: DataRange | None = None
     members: int | None = None
+    versions: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         get_kind(self.kind)  # a ValueError naming the known kinds
@@ -455,10 +459,13 @@ class Estimator:
     def __repr__(self) -> str:
         n_params = sum(int(a.size) for a in jax.tree.leaves(self.params))
         ens = "" if self.members is None else f"members={self.members}, "
+        written = ""
+        if self.versions:
+            written = ", written by " + " ".join(f"{k} {v}" for k, v in self.versions.items())
         return (
             f"Estimator(kind={self.kind!r}, {ens}network={type(self.module).__name__}, "
             f"params={n_params}, theta={list(self.spec.labels)}, x_shape={self.x_shape}, "
-            f"dtype={self.dtype})"
+            f"dtype={self.dtype}{written})"
         )
 
 
@@ -472,6 +479,19 @@ FORMAT = "pymc_sbi.estimator"
 VERSION = "1"
 ENSEMBLE_VERSION = "2"
 READABLE_VERSIONS = (VERSION, ENSEMBLE_VERSION)
+
+
+def _library_versions() -> dict[str, str]:
+    """Versions of the libraries whose code defines a saved estimator's numbers."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in ("pymc-sbi", "jax", "flax"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:  # e.g. an uninstalled checkout
+            out[name] = "unknown"
+    return out
 
 
 def save(estimator: Estimator, path) -> None:
@@ -497,8 +517,51 @@ def save(estimator: Estimator, path) -> None:
     }
     if estimator.members is not None:
         metadata["members"] = str(estimator.members)
+    metadata["versions"] = json.dumps(_library_versions())
     version = VERSION if estimator.members is None else ENSEMBLE_VERSION
     io.write(path, io.flatten(groups), metadata, format=FORMAT, version=version)
+
+
+def _expected_shapes(kind: str, module, std: Standardization) -> dict[str, tuple[int, ...]]:
+    """``{tensor name: shape}`` of the parameters ``module`` creates, without computing them.
+
+    The network is initialised abstractly (``jax.eval_shape``) on example inputs
+    of the widths recorded in the z-scoring statistics: ``(x, context)`` for a
+    likelihood, ``(theta, x)`` for a posterior or a ratio.
+    """
+    x = jnp.zeros((1, int(std.x_mean.shape[-1])), jnp.float32)
+    theta = jnp.zeros((1, int(std.theta_mean.shape[-1])), jnp.float32)
+    args = (x, theta) if get_kind(kind).role == "likelihood" else (theta, x)
+    return _leaf_shapes(jax.eval_shape(module.init, jax.random.key(0), *args))
+
+
+def _leaf_shapes(tree) -> dict[str, tuple[int, ...]]:
+    """``{"a/b": shape}`` of every leaf of a nested dict (arrays or shape structs)."""
+    leaves = jax.tree_util.tree_leaves_with_path(tree)
+    return {
+        io.SEP.join(str(getattr(k, "key", k)) for k in path): tuple(np.shape(leaf))
+        for path, leaf in leaves
+    }
+
+
+def _check_params(path, kind, module, std, params, members) -> None:
+    """Every stored tensor present, expected and of the network's shape, or a ValueError."""
+    expected = _expected_shapes(kind, module, std)
+    stored = _leaf_shapes(params)
+    lead = () if members is None else (int(members),)
+    missing = sorted(set(expected) - set(stored))
+    unused = sorted(set(stored) - set(expected))
+    wrong = [
+        f"params/{k}: file {stored[k]}, network {lead + expected[k]}"
+        for k in sorted(set(expected) & set(stored))
+        if stored[k] != lead + expected[k]
+    ]
+    if missing or unused or wrong:
+        lines = [f"{path}: the stored tensors do not match the network its metadata describes"]
+        lines += [f"  missing: params/{k} {lead + expected[k]}" for k in missing]
+        lines += [f"  unused: params/{k} {stored[k]}" for k in unused]
+        lines += [f"  shape: {w}" for w in wrong]
+        raise ValueError("\n".join(lines))
 
 
 def load(path) -> Estimator:
@@ -522,9 +585,13 @@ def load(path) -> Estimator:
         if "data_range" in tree:
             data_range = DataRange(*(np.asarray(tree["data_range"][f]) for f in DataRange._fields))
         members = metadata.get("members")
+        members = None if members is None else int(members)
+        module = network_from_config(json.loads(metadata["network"]))
+        get_kind(metadata["kind"])  # a ValueError naming the known kinds
+        _check_params(path, metadata["kind"], module, std, tree["params"], members)
         return Estimator(
             kind=metadata["kind"],
-            module=network_from_config(json.loads(metadata["network"])),
+            module=module,
             params=jax.tree.map(jnp.asarray, tree["params"]),
             standardization=std,
             spec=ParamSpec.from_dict(json.loads(metadata["spec"])),
@@ -532,7 +599,8 @@ def load(path) -> Estimator:
             history=json.loads(metadata.get("history", "{}")),
             config=json.loads(metadata.get("config", "{}")),
             data_range=data_range,
-            members=None if members is None else int(members),
+            members=members,
+            versions=json.loads(metadata.get("versions", "{}")),
         )
     except (KeyError, TypeError, json.JSONDecodeError) as err:
         raise ValueError(f"{path} is a corrupt pymc_sbi estimator file: {err!r}") from err
