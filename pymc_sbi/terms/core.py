@@ -193,8 +193,14 @@ def prepare_covariates(estimator: Estimator, covariates, batch_ndim: int | None)
     return pt.specify_shape(cov, (*([None] * (cov.ndim - 1)), c))
 
 
-def check_observed(estimator: Estimator, observed) -> None:
-    """Raise a ``ValueError`` naming the expected shape if ``observed`` does not end in x_shape."""
+def check_observed(estimator: Estimator, observed, name: str = "observed") -> None:
+    """Refuse observations of the wrong trailing shape, or with missing / non-finite values.
+
+    PyMC turns NaN (or masked) observations into an imputed latent variable
+    (``<name>_unobserved``) without a word; for a neural term that would sample
+    data the network never saw as parameters of the posterior. A ``ValueError``
+    names the term, the count and the first offending position instead.
+    """
     if observed is None:
         return
     k = len(estimator.x_shape)
@@ -207,6 +213,21 @@ def check_observed(estimator: Estimator, observed) -> None:
             f"observed has shape {tuple(obs_shape)}; the estimator was trained on x of "
             f"shape {estimator.x_shape}, so expected (n_trials, "
             f"{', '.join(map(str, estimator.x_shape))}) or {estimator.x_shape}."
+        )
+    if np.ma.isMaskedArray(observed) and np.ma.getmaskarray(observed).any():
+        raise ValueError(
+            f"Term {name!r}: observed is a masked array with "
+            f"{int(np.ma.getmaskarray(observed).sum())} masked values; PyMC would impute them "
+            "as latent variables. Drop the incomplete trials before building the term."
+        )
+    value = constant_value(observed)
+    if value is not None and not np.all(np.isfinite(value)):
+        bad = ~np.isfinite(value)
+        first = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(
+            f"Term {name!r}: observed has {int(bad.sum())} non-finite values (NaN or inf; the "
+            f"first at index {first}). PyMC would silently impute NaN observations as latent "
+            "variables; drop the incomplete trials (or simulate them) before building the term."
         )
 
 
@@ -266,7 +287,7 @@ def estimator_term(
     (:mod:`pymc_sbi.terms.dedup`) when the layout and constant covariates make that pay.
     """
     theta = stack_params(estimator, params)
-    check_observed(estimator, observed)
+    check_observed(estimator, observed, name)
     k = len(estimator.x_shape)
     batch_ndim = None
     if observed is not None:

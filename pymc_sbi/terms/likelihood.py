@@ -122,7 +122,7 @@ def NeuralLikelihood(
             f"NeuralLikelihood needs a likelihood estimator (kind 'nle' or 'mnle'), got "
             f"kind={estimator.kind!r}."
         )
-    check_observed(estimator, observed)  # shape errors first, before the range check reads x
+    check_observed(estimator, observed, name)  # shape errors first, before the range check reads x
     if check_training_range:
         x_val, cov_val = constant_value(observed), constant_value(covariates)
         if x_val is not None or cov_val is not None:

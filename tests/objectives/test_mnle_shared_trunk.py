@@ -6,8 +6,14 @@ architectures in tests/test_mnle.py."""
 import jax
 import numpy as np
 import pytest
-from race_helpers import race_mnle, race_mnle_shared, race_simulations
-from test_dedup import POINT, assert_same, grouped_model
+from race_helpers import (
+    POINT,
+    assert_same,
+    grouped_model,
+    race_mnle,
+    race_mnle_shared,
+    race_simulations,
+)
 from test_mnle import THETAS, S
 
 import pymc_sbi as ps

@@ -3,6 +3,7 @@
 import numpy as np
 import pymc as pm
 import pytest
+from mcse import assert_mean_within_mcse, assert_sd_within_mcse
 
 import pymc_sbi as ps
 from pymc_sbi.terms.jaxmodel import jax_model, prior_logdensity_fn
@@ -40,18 +41,19 @@ def test_resample_init_draws_from_the_posterior():
     them). With 100,000 candidates the weights' effective sample size is
     100,000 / E_prior[w^2] = 100,000 / 3.35 (per dimension
     E[w^2] = exp(m^2 / (2 - s^2)) / (s sqrt(2 - s^2)), s^2 = 1/4) = 30,000 >> 4,000
-    chains, so the starting points are close to i.i.d. posterior draws;
-    tolerances are 5 standard errors of 4,000 draws.
+    chains, so the starting points are close to i.i.d. posterior draws: means and
+    sds within 4 Monte Carlo standard errors of 4,000 i.i.d. draws (mcse.py).
     """
     jm = jax_model(make_model())
     assert jm.value_names == ("theta", "sigma_log__")
     z = ps.samplers.resample_positions(jm, N_CHAINS, seed=0, num_candidates=100_000)
     assert z.shape == (N_CHAINS, 3)
     theta, sigma = z[:, :2], np.exp(z[:, 2])
-    np.testing.assert_allclose(theta.mean(0), Y.sum(0) / 4, atol=5 * 0.5 / np.sqrt(N_CHAINS))
-    np.testing.assert_allclose(theta.std(0), 0.5, atol=5 * 0.5 / np.sqrt(2 * N_CHAINS))
-    half_normal_sd = np.sqrt(1 - 2 / np.pi)
-    assert abs(sigma.mean() - np.sqrt(2 / np.pi)) < 5 * half_normal_sd / np.sqrt(N_CHAINS)
+    assert_mean_within_mcse(theta, Y.sum(0) / 4)
+    assert_sd_within_mcse(theta, 0.5)
+    # HalfNormal(1): mean sqrt(2 / pi), sd sqrt(1 - 2 / pi)
+    assert_mean_within_mcse(sigma, np.sqrt(2 / np.pi))
+    assert_sd_within_mcse(sigma, np.sqrt(1 - 2 / np.pi))
     again = ps.samplers.resample_positions(jm, N_CHAINS, seed=0, num_candidates=100_000)
     np.testing.assert_array_equal(z, again)
 

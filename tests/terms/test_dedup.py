@@ -4,53 +4,20 @@ import dataclasses
 
 import numpy as np
 import pymc as pm
-from race_helpers import race_mnle, race_simulations
+from race_helpers import (
+    DATA,
+    POINT,
+    J,
+    T,
+    assert_same,
+    grouped_model,
+    pointwise_and_grad,
+    race_mnle,
+    race_simulations,
+)
 
 import pymc_sbi as ps
-from pymc_sbi.benchmarks import race
 from pymc_sbi.terms.dedup import plan_contexts, supports_deduplication
-
-J, T = 3, 200
-DATA = race.hierarchical_data(J, T, seed=5)
-POINT = {
-    "sigma_interval__": 0.1,
-    "v": np.array([0.8, 1.1, 1.3]),
-    "b": np.array([-0.5, -0.3, -0.6]),
-}
-
-
-def grouped_model(est, deduplicate, covariates="design", observed=None, **kwargs):
-    """Per-subject parameters, data ``(J, T, 2)``; ``covariates=None`` for an estimator without."""
-    if isinstance(covariates, str):
-        covariates = DATA["s"].reshape(J, T)
-    with pm.Model(coords={"subject": np.arange(J)}) as model:
-        sigma = pm.Uniform("sigma", 0.3, 1.2)
-        v = pm.Normal("v", 1.0, 0.3, dims="subject")
-        b = pm.Normal("b", -0.5, 0.3, dims="subject")
-        ps.NeuralLikelihood(
-            "x",
-            est,
-            {"v": v, "b": b, "sigma": sigma},
-            observed=DATA["x"].reshape(J, T, 2) if observed is None else observed,
-            covariates=covariates,
-            deduplicate=deduplicate,
-            **kwargs,
-        )
-    return model
-
-
-def pointwise_and_grad(model, point):
-    values = model.compile_logp(vars=[model["x"]], sum=False)(point)[0]
-    return values, model.compile_dlogp()(point)
-
-
-def assert_same(model_a, model_b, point):
-    va, ga = pointwise_and_grad(model_a, point)
-    vb, gb = pointwise_and_grad(model_b, point)
-    assert va.shape == vb.shape
-    # float32 network: per-trial values agree to float32 rounding, gradients likewise
-    np.testing.assert_allclose(va, vb, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(ga, gb, rtol=1e-4, atol=1e-4 * np.max(np.abs(gb)))
 
 
 def test_plan_counts_distinct_group_covariate_contexts():
