@@ -48,7 +48,7 @@ from pymc_sbi.prior import draw_prior, param_spec
 from pymc_sbi.seed import as_seed_int
 from pymc_sbi.spec import ParamSpec
 
-__all__ = ["Simulations", "draw_covariates", "run_simulator", "simulate"]
+__all__ = ["Simulations", "SimulatorError", "draw_covariates", "run_simulator", "simulate"]
 
 
 @dataclass(frozen=True)
@@ -164,48 +164,154 @@ class Simulations:
         )
 
 
+class SimulatorError(RuntimeError):
+    """The simulator failed (raised, or returned something unusable) in one batch.
+
+    The message names the batch, the simulation indices and the seed; the
+    simulations finished before the failing batch are kept.
+
+    Attributes
+    ----------
+    batch
+        Index of the failing batch.
+    indices
+        ``(start, stop)``: the simulations of the failing batch.
+    seed
+        The seed of the run (``None`` for an unseeded run).
+    theta
+        ``(stop - start, d)`` parameters of the failing batch.
+    completed
+        ``(theta, x)`` of the simulations finished before it (``x`` ``(start, ...)``),
+        or, when raised by :func:`simulate`, a :class:`Simulations` record of them
+        (non-finite outputs dropped).
+    """
+
+    def __init__(self, message, *, batch, indices, seed, theta, completed):
+        super().__init__(message)
+        self.batch, self.indices, self.seed = batch, indices, seed
+        self.theta, self.completed = theta, completed
+
+
+_JAX_HINT = (
+    " With backend='jax' the simulator is traced by JAX: it takes (rng_key, theta) for one "
+    "theta of shape (d,) and uses jax.numpy and jax.random. A NumPy simulator "
+    "simulator(rng, theta_batch) needs backend='numpy'."
+)
+
+
+def _check_output(x, rows: int, event_shape, *, backend: str, where: str) -> np.ndarray:
+    """``x`` as a real numeric array of ``rows`` rows, or a clear error saying what was wrong."""
+    if isinstance(x, list | tuple):
+        raise TypeError(
+            f"The simulator returned a {type(x).__name__} of {len(x)} items {where}; it must "
+            "return one array (x of one simulation, or a stacked batch for backend='numpy'): "
+            "combine the parts with jnp.stack / jnp.concatenate."
+        )
+    x = np.asarray(x)
+    if x.dtype == object:
+        raise TypeError(
+            f"The simulator returned an array of Python objects {where}; it must return real "
+            "numbers (float or int). Ragged outputs need padding to one shape."
+        )
+    if np.iscomplexobj(x):
+        raise TypeError(
+            f"The simulator returned complex values (dtype {x.dtype}) {where}; it must return "
+            "real numbers. Return the parts you model, e.g. jnp.stack([z.real, z.imag], -1)."
+        )
+    if not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
+        raise TypeError(f"The simulator returned dtype {x.dtype} {where}; expected real numbers.")
+    if x.ndim < 1 or x.shape[0] != rows:
+        per = "a batch theta (B, d) -> x (B, ...)" if backend == "numpy" else "one theta -> x"
+        raise ValueError(
+            f"The simulator returned x of shape {x.shape} for {rows} parameter vectors {where}; "
+            f"expected ({rows}, ...) ({per})."
+        )
+    if event_shape is not None and tuple(x.shape[1:]) != tuple(event_shape):
+        raise ValueError(
+            f"The simulator returned x of shape {tuple(x.shape[1:])} per simulation {where}, "
+            f"but {tuple(event_shape)} in the batches before: every simulation must have the "
+            "same shape (pad variable-length outputs)."
+        )
+    return x
+
+
 @functools.lru_cache(maxsize=64)
 def _batched(simulator):
     """One jitted, vmapped simulator per simulator function (compiled once, reused)."""
     return jax.jit(jax.vmap(simulator))
 
 
-def _run_jax(simulator, theta: np.ndarray, seed_key, batch_size: int, progressbar: bool, cov=None):
+def _batches(n: int, batch_size: int):
+    for i, start in enumerate(range(0, n, batch_size)):
+        yield i, start, min(start + batch_size, n)
+
+
+def _fail(err, i, start, stop, n, seed, theta, done, hint=""):
+    raise SimulatorError(
+        f"The simulator failed in batch {i} (simulations {start}-{stop - 1} of {n}, seed "
+        f"{seed}): {type(err).__name__}: {err}.{hint} The {start} simulations finished before "
+        "this batch are kept in the error's `completed` attribute.",
+        batch=i,
+        indices=(start, stop),
+        seed=seed,
+        theta=theta[start:stop],
+        completed=(theta[:start], np.concatenate(done) if done else None),
+    ) from err
+
+
+def _run_jax(simulator, theta, seed_key, batch_size, progressbar, cov=None, seed=None):
     n = theta.shape[0]
     keys = jax.random.split(seed_key, n)
     batched = _batched(simulator)
-    out = []
+    out: list[np.ndarray] = []
     bar = tqdm(total=n, desc="simulate", disable=not progressbar, leave=False)
-    for start in range(0, n, batch_size):
-        stop = min(start + batch_size, n)
+    for i, start, stop in _batches(n, batch_size):
         args = [keys[start:stop], jnp.asarray(theta[start:stop])]
         if cov is not None:
             args.append(jnp.asarray(cov[start:stop]))
         pad = batch_size - (stop - start) if n > batch_size else 0
         if pad:  # pad to one static shape: one compilation
             args = [jnp.concatenate([a, jnp.repeat(a[-1:], pad, 0)]) for a in args]
-        x = np.asarray(batched(*args))
-        out.append(x[: stop - start])
+        where = f"in batch {i} (simulations {start}-{stop - 1}, seed {seed})"
+        try:
+            raw = batched(*args)
+        except Exception as err:
+            # errors of tracing: a NumPy simulator given to the JAX backend, most often
+            traced = (jax.errors.JAXTypeError, IndexError, TypeError, AttributeError)
+            hint = _JAX_HINT if isinstance(err, traced) else ""
+            _fail(err, i, start, stop, n, seed, theta, out, hint)
+        if isinstance(raw, list | tuple):
+            _check_output(raw, stop - start, None, backend="jax", where=where)
+        x = _check_output(
+            np.asarray(raw)[: stop - start],
+            stop - start,
+            out[0].shape[1:] if out else None,
+            backend="jax",
+            where=where,
+        )
+        out.append(x)
         bar.update(stop - start)
     bar.close()
     return np.concatenate(out)
 
 
-def _run_numpy(simulator, theta: np.ndarray, rng, batch_size: int, progressbar: bool, cov=None):
-    out = []
+def _run_numpy(simulator, theta, rng, batch_size, progressbar, cov=None, seed=None):
+    out: list[np.ndarray] = []
     n = theta.shape[0]
     bar = tqdm(total=n, desc="simulate", disable=not progressbar, leave=False)
-    for start in range(0, n, batch_size):
-        chunk = theta[start : start + batch_size]
-        if cov is None:
-            x = np.asarray(simulator(rng, chunk))
-        else:
-            x = np.asarray(simulator(rng, chunk, cov[start : start + batch_size]))
-        if x.shape[0] != chunk.shape[0]:
-            raise ValueError(
-                f"The numpy simulator returned {x.shape[0]} rows for {chunk.shape[0]} "
-                "parameter vectors; it must return x of shape (B, ...)."
-            )
+    for i, start, stop in _batches(n, batch_size):
+        chunk = theta[start:stop]
+        try:
+            if cov is None:
+                raw = simulator(rng, chunk)
+            else:
+                raw = simulator(rng, chunk, cov[start:stop])
+        except Exception as err:
+            _fail(err, i, start, stop, n, seed, theta, out)
+        where = f"in batch {i} (simulations {start}-{stop - 1}, seed {seed})"
+        x = _check_output(
+            raw, chunk.shape[0], out[0].shape[1:] if out else None, backend="numpy", where=where
+        )
         out.append(x)
         bar.update(chunk.shape[0])
     bar.close()
@@ -226,6 +332,17 @@ def run_simulator(
 
     With ``covariates`` ``(n, c)`` the simulator takes row ``i`` of them as its
     third argument. No filtering happens here; see :func:`simulate`.
+
+    Raises
+    ------
+    SimulatorError
+        If the simulator raises: the message names the batch, the simulation
+        indices and the seed; the simulations finished before are in
+        ``err.completed``.
+    TypeError, ValueError
+        If it returns a list, complex or object values, the wrong number of
+        rows, or a shape that differs between batches (naming the batch, what
+        was expected and what came back).
     """
     theta = np.asarray(theta, dtype=float)
     if theta.ndim != 2:
@@ -242,10 +359,10 @@ def run_simulator(
     seeds = np.random.SeedSequence(None if seed is None else as_seed_int(seed))
     if backend == "jax":
         key = jax.random.key(int(seeds.generate_state(1)[0]))
-        return _run_jax(simulator, theta, key, batch_size, progressbar, cov)
+        return _run_jax(simulator, theta, key, batch_size, progressbar, cov, seed)
     if backend == "numpy":
         rng = np.random.default_rng(seeds)
-        return _run_numpy(simulator, theta, rng, batch_size, progressbar, cov)
+        return _run_numpy(simulator, theta, rng, batch_size, progressbar, cov, seed)
     raise ValueError(f"backend must be 'jax' or 'numpy', got {backend!r}.")
 
 
@@ -361,15 +478,30 @@ def simulate(
     cov = None
     if covariates is not None:
         cov = draw_covariates(covariates, n, seed=int(seeds[2].generate_state(1)[0]))
-    x = run_simulator(
-        simulator,
-        theta,
-        seed=int(seeds[1].generate_state(1)[0]),
-        backend=backend,
-        batch_size=batch_size,
-        progressbar=progressbar,
-        covariates=cov,
-    )
+    try:
+        x = run_simulator(
+            simulator,
+            theta,
+            seed=int(seeds[1].generate_state(1)[0]),
+            backend=backend,
+            batch_size=batch_size,
+            progressbar=progressbar,
+            covariates=cov,
+        )
+    except SimulatorError as err:
+        done_theta, done_x = err.completed
+        if done_x is not None and len(done_x):
+            ok = np.all(np.isfinite(done_x.reshape(done_x.shape[0], -1)), axis=1)
+            done_cov = None if cov is None else cov[: len(done_x)][ok]
+            err.completed = Simulations(
+                theta=done_theta[ok],
+                x=done_x[ok],
+                spec=spec,
+                n_invalid=int((~ok).sum()),
+                covariates=done_cov,
+            )
+        err.args = (f"{err.args[0]} (simulate(..., seed={seed}) derives that seed from its own.)",)
+        raise
     keep, n_invalid = _finite_rows(x)
     if cov is not None:
         cov = cov[keep]
