@@ -41,6 +41,7 @@ __all__ = [
     "prior_initvals",
     "prior_log_density",
     "prior_log_prob_fn",
+    "support_bounds",
 ]
 
 
@@ -68,7 +69,7 @@ def _select_rvs(model: pm.Model, names: Sequence[str] | None) -> list:
     return selected
 
 
-def _bounds(model: pm.Model, rv, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+def support_bounds(model: pm.Model, rv, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
     """Element-wise support bounds, read off the default value transform.
 
     The transform maps the support onto the real line, so its backward map at
@@ -123,7 +124,7 @@ def param_spec(model: pm.Model, names: Sequence[str] | None = None) -> ParamSpec
     shapes, lowers, uppers, dims = [], [], [], []
     for rv in rvs:
         shape = tuple(int(s) for s in shapes_all[rv.name])
-        lo, hi = _bounds(model, rv, shape)
+        lo, hi = support_bounds(model, rv, shape)
         shapes.append(shape)
         lowers.append(lo)
         uppers.append(hi)

@@ -1,6 +1,6 @@
 """PyMC terms: a trained estimator as a term of a ``pm.Model`` (PyTensor Ops built on JAX)."""
 
-from pymc_sbi.terms.core import TermInfo, model_terms, term_info
+from pymc_sbi.terms.core import SupportWarning, TermInfo, model_terms, term_info
 from pymc_sbi.terms.draws import TermDraws, posterior_matrix, term_draws
 from pymc_sbi.terms.likelihood import NeuralLikelihood
 from pymc_sbi.terms.posterior import NeuralPosterior
@@ -12,6 +12,7 @@ __all__ = [
     "NeuralPosterior",
     "NeuralRatio",
     "OutOfRangeWarning",
+    "SupportWarning",
     "TermDraws",
     "TermInfo",
     "check_range",

@@ -24,6 +24,7 @@ over all trials (the network's leading axes), and so is its gradient.
 from __future__ import annotations
 
 import math
+import warnings
 import weakref
 from collections.abc import Mapping
 from typing import Any, NamedTuple
@@ -32,14 +33,19 @@ import numpy as np
 import pymc as pm
 import pytensor
 import pytensor.tensor as pt
+from pytensor.tensor.elemwise import DimShuffle
+from pytensor.tensor.shape import SpecifyShape
+from pytensor.tensor.subtensor import AdvancedSubtensor, Subtensor
 from pytensor.tensor.type import TensorType
 
 from pymc_sbi.estimator import Estimator
+from pymc_sbi.prior import support_bounds
 from pymc_sbi.terms.dedup import indexed_log_density, plan_contexts
 from pymc_sbi.terms.ops import enable_x64_for_pytensor, jax_op
 from pymc_sbi.terms.range_check import constant_value
 
 __all__ = [
+    "SupportWarning",
     "TermInfo",
     "align_batch",
     "estimator_term",
@@ -78,6 +84,98 @@ def term_info(model: pm.Model, name: str) -> TermInfo:
             f"{name!r} is not a pymc_sbi neural term of this model; terms: {sorted(terms)}."
         )
     return terms[name]
+
+
+class SupportWarning(UserWarning):
+    """A model variable can take values outside the support the estimator was trained on."""
+
+
+_INDEXING = (Subtensor, AdvancedSubtensor, DimShuffle, SpecifyShape)
+
+
+def _base_free_rv(v, model: pm.Model | None):
+    """The free random variable ``v`` indexes or reshapes (``mu[idx]``), or ``None``."""
+    if model is None:
+        return None
+    free = set(model.free_RVs)
+    while v not in free and v.owner is not None and isinstance(v.owner.op, _INDEXING):
+        v = v.owner.inputs[0]
+    return v if v in free else None
+
+
+def check_support(estimator: Estimator, params: Mapping[str, Any], term: str) -> list[str]:
+    """Warn for every parameter whose model support is wider than its training support.
+
+    The training support is the prior's (``estimator.spec.lower``/``upper``);
+    the model's is read off the variable's value transform (as for the prior).
+    Outside the training support the network was never trained, so every
+    neural term returns ``-inf`` there (see :func:`estimator_term`); a model that
+    can go there will have its sampler rejected at the edge, not a posterior
+    the data determine. Returns the messages (one per variable).
+    """
+    try:
+        model = pm.modelcontext(None)
+    except TypeError:
+        model = None
+    spec, msgs = estimator.spec, []
+    for name in spec.names:
+        rv = _base_free_rv(pt.as_tensor_variable(params[name]), model)
+        if rv is None:
+            continue
+        shape = tuple(int(s) for s in model.eval_rv_shapes()[rv.name])
+        lo, hi = support_bounds(model, rv, shape)
+        sl = spec.slices[name]
+        t_lo, t_hi = np.min(spec.lower[sl]), np.max(spec.upper[sl])
+        if np.min(lo) < t_lo or np.max(hi) > t_hi:
+            msgs.append(
+                f"Term {term!r}: {name!r} is the model variable {rv.name!r} with support "
+                f"[{np.min(lo):g}, {np.max(hi):g}], but the estimator was trained on "
+                f"[{t_lo:g}, {t_hi:g}]; outside it the term's log density is -inf."
+            )
+    for msg in msgs:
+        warnings.warn(msg, SupportWarning, stacklevel=4)
+    return msgs
+
+
+def check_batch(estimator: Estimator, params: Mapping[str, Any], observed, term: str) -> None:
+    """Refuse parameters whose batch axes cannot follow the observations' (naming the variable).
+
+    With observations ``(*batch, *x_shape)``, a parameter of the estimator's
+    shape ``s`` may be given as ``(*b, *s)`` with ``b`` equal to ``batch``, a
+    leading part of it (per group), or broadcastable to it (1s); a batch the
+    observations do not have is an error here rather than deep inside PyMC.
+    """
+    if observed is None:
+        return
+    k = len(estimator.x_shape)
+    obs_shape = tuple(observed.type.shape) if hasattr(observed, "type") else np.shape(observed)
+    batch = tuple(obs_shape[: len(obs_shape) - k])
+    for name, shape in zip(estimator.spec.names, estimator.spec.shapes, strict=True):
+        v = pt.as_tensor_variable(params[name])
+        b = tuple(v.type.shape[: v.ndim - len(shape)])
+        if not b:
+            continue
+        aligned = batch[: len(b)] if len(b) < len(batch) else batch
+        ok = len(b) <= len(batch) and all(
+            s is None or t is None or s in (1, t) for s, t in zip(b, aligned, strict=True)
+        )
+        if not ok:
+            raise ValueError(
+                f"Term {term!r}: parameter {name!r} has batch shape {b} (shape {v.type.shape}, "
+                f"the estimator's {name!r} is {shape}), but the observations have batch shape "
+                f"{batch} (observed {obs_shape}, x_shape {estimator.x_shape}). Give {name!r} one "
+                f"value per observation {batch}, per leading group, or a single value."
+            )
+
+
+def _support_guard(estimator: Estimator, theta, out):
+    """``out`` where ``theta`` lies in the training support, ``-inf`` elsewhere."""
+    lo = np.asarray(estimator.spec.lower, float)
+    hi = np.asarray(estimator.spec.upper, float)
+    if not (np.isfinite(lo).any() or np.isfinite(hi).any()):
+        return out
+    inside = pt.all(pt.and_(pt.ge(theta, lo), pt.le(theta, hi)), axis=-1)
+    return pt.switch(inside, out, -np.inf)
 
 
 def align_batch(v: pt.TensorVariable, batch_ndim: int, core_ndim: int = 1) -> pt.TensorVariable:
@@ -287,7 +385,9 @@ def estimator_term(
     (:mod:`pymc_sbi.terms.dedup`) when the layout and constant covariates make that pay.
     """
     theta = stack_params(estimator, params)
+    check_support(estimator, params, name)
     check_observed(estimator, observed, name)
+    check_batch(estimator, params, observed, name)
     k = len(estimator.x_shape)
     batch_ndim = None
     if observed is not None:
@@ -313,7 +413,8 @@ def estimator_term(
 
         def logp(value, theta, _dummy):
             out = _logp_graph(estimator, value, theta, log_density, label)
-            return out if correction is None else out + correction(theta)
+            out = out if correction is None else out + correction(theta)
+            return _support_guard(estimator, theta, out)
 
         def _random(theta, _dummy, rng=None, size=None):
             return random(np.asarray(theta), rng, size)
@@ -323,7 +424,8 @@ def estimator_term(
 
         def logp(value, theta, cov, _dummy):
             out = _logp_graph(estimator, value, theta, log_density, label, covariates=cov)
-            return out if correction is None else out + correction(theta)
+            out = out if correction is None else out + correction(theta)
+            return _support_guard(estimator, theta, out)
 
         def _random(theta, cov, _dummy, rng=None, size=None):
             return random(np.asarray(theta), rng, size, covariates=np.asarray(cov))

@@ -43,3 +43,72 @@ def test_complete_observations_still_build_a_term():
     expected = float(np.sum(NLE.log_prob(np.zeros((5, 2)), np.array([0.0, 1.0]))))
     prior = model.compile_logp(vars=[model["mu"], model["sigma"]])(model.initial_point())
     np.testing.assert_allclose(logp - prior, expected, rtol=1e-5)
+
+
+def test_a_wider_model_support_warns_and_the_term_is_minus_inf_outside():
+    """Trained with sigma ~ HalfNormal ([0, inf)); a model where sigma is Normal can go below 0."""
+    with pm.Model() as model:
+        mu, sigma = pm.Normal("mu"), pm.Normal("sigma", 1.0, 1.0)
+        with pytest.warns(
+            ps.terms.SupportWarning,
+            match=r"'sigma' .* support \[-inf, inf\], but the estimator was trained on \[0, inf\]",
+        ):
+            ps.NeuralLikelihood("rt", NLE, {"mu": mu, "sigma": sigma}, observed=np.zeros((3, 2)))
+    logp, dlogp = model.compile_logp(), model.compile_dlogp()
+    prior = model.compile_logp(vars=[mu, sigma])
+    inside, outside = {"mu": 0.1, "sigma": 0.5}, {"mu": 0.1, "sigma": -0.5}
+    expected = float(np.sum(NLE.log_prob(np.zeros((3, 2)), np.array([0.1, 0.5]))))
+    np.testing.assert_allclose(logp(inside) - prior(inside), expected, rtol=1e-5)
+    assert logp(outside) == -np.inf  # not the network's extrapolation
+    assert np.all(np.isfinite(dlogp(outside)))  # samplers reject the step, they do not crash
+
+
+def test_matching_support_and_indexed_parameters_do_not_warn():
+    with pm.Model():
+        mu = pm.Normal("mu", shape=3)
+        sigma = pm.HalfNormal("sigma", shape=3)
+        idx = np.array([0, 1, 2, 2])
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", ps.terms.SupportWarning)
+            ps.NeuralLikelihood(
+                "rt", NLE, {"mu": mu[idx], "sigma": sigma[idx]}, observed=np.zeros((4, 2))
+            )
+
+
+def test_an_indexed_parameter_with_a_wider_support_warns_too():
+    with pm.Model():
+        mu = pm.Normal("mu", shape=2)
+        sigma = pm.Normal("sigma", 1.0, 0.1, shape=2)
+        with pytest.warns(ps.terms.SupportWarning, match="'sigma'"):
+            ps.NeuralLikelihood(
+                "rt", NLE, {"mu": mu[[0, 1]], "sigma": sigma[[0, 1]]}, observed=np.zeros((2, 2))
+            )
+
+
+@pytest.mark.parametrize(
+    ("mu_shape", "observed_shape"),
+    [((3,), (2,)), ((3,), (4, 2)), ((2, 3), (2, 4, 2)), ((3, 1, 1), (3, 4, 2))],
+)
+def test_a_parameter_batch_the_observations_lack_names_the_variable(mu_shape, observed_shape):
+    with pm.Model():
+        mu, sigma = pm.Normal("mu", shape=mu_shape), pm.HalfNormal("sigma")
+        with pytest.raises(ValueError, match=r"Term 'rt': parameter 'mu' has batch shape"):
+            ps.NeuralLikelihood("rt", NLE, {"mu": mu, "sigma": sigma},
+                                observed=np.zeros(observed_shape))  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("mu_shape", "observed_shape"), [((4,), (4, 2)), ((3,), (3, 5, 2)), ((1,), (4, 2))]
+)
+def test_per_trial_per_group_and_broadcast_batches_are_accepted(mu_shape, observed_shape):
+    with pm.Model() as model:
+        mu, sigma = pm.Normal("mu", shape=mu_shape), pm.HalfNormal("sigma")
+        ps.NeuralLikelihood("rt", NLE, {"mu": mu, "sigma": sigma},
+                            observed=np.zeros(observed_shape))  # fmt: skip
+    point = model.initial_point()
+    # mu = 0, sigma = 1 at the initial point: every trial has the same value
+    lik = model.compile_logp(vars=[model["rt"]])(point)
+    one = float(NLE.log_prob(np.zeros(2), np.array([0.0, 1.0])))
+    np.testing.assert_allclose(lik, one * np.prod(observed_shape[:-1]), rtol=1e-5)
