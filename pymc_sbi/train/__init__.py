@@ -7,6 +7,7 @@ sequential rounds, configured by a :class:`TrainConfig`; the :class:`Runner`
 
 from pymc_sbi.train.config import TrainConfig, cosine_recipe, ratio_recipe, steps_per_epoch
 from pymc_sbi.train.loop import (
+    DiscreteDataWarning,
     epoch_batches,
     fit,
     fit_ensemble,
@@ -20,6 +21,7 @@ from pymc_sbi.train.loop import (
 from pymc_sbi.train.runner import Runner, RunResult
 
 __all__ = [
+    "DiscreteDataWarning",
     "RunResult",
     "Runner",
     "TrainConfig",

@@ -53,6 +53,7 @@ from pymc_sbi.simulation import Simulations
 from pymc_sbi.train.config import TrainConfig
 
 __all__ = [
+    "DiscreteDataWarning",
     "epoch_batches",
     "fit",
     "fit_ensemble",
@@ -385,6 +386,32 @@ def train_loop(
 
 
 # ---------------------------------------------------------------- one-shot
+class DiscreteDataWarning(UserWarning):
+    """A continuous density is being fitted to integer-valued data."""
+
+
+def _check_discrete_data(objective: Objective, simulations: Simulations) -> None:
+    """Warn when an NLE flow is fitted to integer-valued ``x`` (counts, spike sums).
+
+    A continuous density fitted to integers concentrates its mass on the
+    integers: the training loss keeps falling without limit and the surrogate's
+    log density at the data is meaningless. Dequantise (add ``U(0, 1)`` noise
+    in the simulator and model ``x + u``) or model the discrete part with MNLE.
+    """
+    if objective.kind != "nle":
+        return
+    x = np.asarray(simulations.x)
+    if np.issubdtype(x.dtype, np.integer) or (x.size and np.all(x == np.round(x))):
+        warnings.warn(
+            f"Every simulated x is integer-valued ({x.shape[0]} simulations of shape "
+            f"{x.shape[1:]}), and NLE fits a continuous density to it: the density collapses "
+            "onto the integers. Dequantise (simulate x + U(0, 1) noise) or use ps.mnle for "
+            "discrete parts; see docs/troubleshooting.md.",
+            DiscreteDataWarning,
+            stacklevel=4,
+        )
+
+
 def _train(objective, simulations, config, seed, members, progressbar, desc) -> Estimator:
     """Split, train (:func:`train_loop`) and wrap the result as an :class:`Estimator`."""
     if not isinstance(simulations, Simulations):
@@ -397,6 +424,7 @@ def _train(objective, simulations, config, seed, members, progressbar, desc) -> 
     config = TrainConfig() if config is None else config
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config must be a pymc_sbi.TrainConfig, got {type(config).__name__}.")
+    _check_discrete_data(objective, simulations)
     k_split, k_init, k_loop = jax.random.split(as_key(seed), 3)
     train, val = train_validation_split(k_split, simulations.as_batch(), config.validation_fraction)
     state = init_state(objective, train, config, k_init, members=members)
