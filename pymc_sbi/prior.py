@@ -228,8 +228,8 @@ def prior_log_density(prior: pm.Model, spec: ParamSpec, theta) -> pt.TensorVaria
     builder of the prior density: :func:`prior_log_prob_fn` compiles it, the
     :func:`~pymc_sbi.NeuralPosterior` term subtracts it.
     """
+    spec.check_matches(param_spec(prior), "the prior model")
     rvs = {rv.name: rv for rv in prior.free_RVs}
-    spec.check_names({n: None for n in rvs})
     values = {rv: rv.type() for rv in prior.free_RVs}
     logps = conditional_logp(values)
     total = pt.sum([pt.sum(lp) for lp in logps.values()])

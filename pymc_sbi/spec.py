@@ -121,6 +121,34 @@ class ParamSpec:
                 + "."
             )
 
+    def check_matches(self, other: ParamSpec, what: str = "the model") -> None:
+        """Raise a ``ValueError`` naming every variable whose name or shape differs.
+
+        ``self`` is the estimator's (training) spec and ``other`` the spec of
+        ``what`` (a prior or inference model), e.g. ``param_spec(model)``.
+        """
+        problems = []
+        mine, theirs = (
+            dict(zip(self.names, self.shapes, strict=True)),
+            dict(zip(other.names, other.shapes, strict=True)),
+        )
+        for name, shape in mine.items():
+            if name not in theirs:
+                problems.append(f"{name!r} is missing from {what}")
+            elif tuple(theirs[name]) != tuple(shape):
+                problems.append(
+                    f"{name!r} has shape {tuple(theirs[name])} in {what} but {tuple(shape)} "
+                    "in training"
+                )
+        problems += [f"{what} has {n!r}, which the estimator does not know" for n in theirs
+                     if n not in mine]  # fmt: skip
+        if problems:
+            raise ValueError(
+                f"The estimator's parameters {list(self.labels)} do not match {what}: "
+                + "; ".join(problems)
+                + "."
+            )
+
     def flatten(self, values: Mapping[str, Any], xp: Any = np) -> Any:
         """Concatenate named values into ``theta`` of shape ``(..., d)``.
 

@@ -41,7 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from pymc_sbi.diagnostics.inference import mcmc_posterior, posterior_draws
-from pymc_sbi.prior import draw_prior
+from pymc_sbi.prior import draw_prior, param_spec
 from pymc_sbi.simulation import run_simulator
 from pymc_sbi.terms.jaxmodel import jax_model, prior_positions
 
@@ -303,12 +303,7 @@ def run_sbc(
     kind = getattr(estimator, "kind", None)
     if kind is None or not hasattr(estimator, "spec"):
         raise TypeError(f"estimator must be a pymc_sbi Estimator; got {type(estimator).__name__}.")
-    free = [rv.name for rv in prior.free_RVs]
-    if sorted(free) != sorted(estimator.spec.names):
-        raise ValueError(
-            f"run_sbc needs a prior model whose free variables are the estimator's parameters "
-            f"{list(estimator.spec.names)}; the model has {free}."
-        )
+    estimator.spec.check_matches(param_spec(prior), "the prior model of run_sbc")
     n, L = int(num_datasets), int(num_posterior_samples)
     if n < 2 or L < 1:
         raise ValueError(f"num_datasets must be >= 2 and num_posterior_samples >= 1; got {n}, {L}.")

@@ -172,8 +172,12 @@ def test_run_sbc_bad_inputs(lg_npe_small):
 
     with pm.Model() as other:
         pm.Normal("mu", 0, 1)
-    with pytest.raises(ValueError, match="free variables"):
+    with pytest.raises(ValueError, match=r"'theta' is missing .*'mu', which the estimator"):
         run_sbc(lg_npe_small, other, linear_gaussian.simulator, num_datasets=10)
+    with pm.Model() as wrong_shape:  # the lg task's theta has shape (2,)
+        pm.Normal("theta", 0, 1, shape=3)
+    with pytest.raises(ValueError, match=r"'theta' has shape \(3,\) in .* but \(2,\) in training"):
+        run_sbc(lg_npe_small, wrong_shape, linear_gaussian.simulator, num_datasets=10)
     with pytest.raises(ValueError, match="num_trials"):
         run_sbc(lg_npe_small, linear_gaussian.prior_model(), linear_gaussian.simulator,
                 num_datasets=10, num_trials=3)  # fmt: skip
