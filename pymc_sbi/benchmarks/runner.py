@@ -136,30 +136,19 @@ def posterior_matrix(idata, spec) -> np.ndarray:
 
 def _pymc_nuts(model, backend, chains, draws, seed, tune, progressbar):
     """PyMC's ``pm.sample`` with one NUTS backend (see :func:`sample_posterior`)."""
-    import pymc as pm
+    from pymc_sbi.samplers import pymc_sample
 
-    from pymc_sbi.prior import prior_initvals
-
-    if backend == "numpyro":
-        init = prior_initvals(model, chains, seed=seed)
-        kwargs = dict(nuts_sampler="numpyro", initvals=init, nuts={"chain_method": "vectorized"})
-    elif backend == "nutpie":
+    kwargs = {}  # numpyro: pymc_sample's fork-safe fast path
+    if backend == "nutpie":
         kwargs = dict(
             nuts_sampler="nutpie",
             compile_kwargs={"mode": "JAX", "gradient_backend": "jax"},
         )
-    else:
+    elif backend != "numpyro":
         kwargs = dict(nuts_sampler="pymc", cores=1)
-    with model:
-        return pm.sample(
-            draws=draws,
-            tune=tune,
-            chains=chains,
-            random_seed=seed,
-            progressbar=progressbar,
-            compute_convergence_checks=False,
-            **kwargs,
-        )
+    return pymc_sample(
+        model, draws=draws, tune=tune, chains=chains, seed=seed, progressbar=progressbar, **kwargs
+    )
 
 
 def _blackjax(kernel, init="prior"):

@@ -13,7 +13,7 @@ IMH proposals: :class:`GaussianProposal` / :func:`fit_gaussian` and
 space, log-Jacobian included).
 """
 
-from pymc_sbi.samplers.api import initial_positions, resample_positions, sample
+from pymc_sbi.samplers.api import initial_positions, pymc_sample, resample_positions, sample
 from pymc_sbi.samplers.driver import ChainResult, TunedParameters, run_chains
 from pymc_sbi.samplers.kernels import KERNELS, KernelSpec, get_kernel, register_kernel
 from pymc_sbi.samplers.proposals import GaussianProposal, NPEProposal, fit_gaussian, npe_proposal
@@ -29,6 +29,7 @@ __all__ = [
     "get_kernel",
     "initial_positions",
     "npe_proposal",
+    "pymc_sample",
     "register_kernel",
     "resample_positions",
     "run_chains",

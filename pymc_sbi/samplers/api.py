@@ -20,11 +20,12 @@ import numpy as np
 import pymc as pm
 from xarray import DataTree
 
+from pymc_sbi.prior import prior_initvals
 from pymc_sbi.samplers.driver import run_chains
 from pymc_sbi.seed import as_seed_int
 from pymc_sbi.terms.jaxmodel import jax_model, prior_logdensity_fn, prior_positions, to_datatree
 
-__all__ = ["initial_positions", "resample_positions", "sample"]
+__all__ = ["initial_positions", "pymc_sample", "resample_positions", "sample"]
 
 
 def resample_positions(
@@ -201,3 +202,39 @@ def sample(
     with warnings.catch_warnings():  # 1,000 chains x 100 draws is deliberate here
         warnings.filterwarnings("ignore", message="Found chain dimension to be longer")
         return to_datatree(jm, z, result.sample_stats, attrs=attrs)
+
+
+def pymc_sample(
+    model: pm.Model,
+    *,
+    draws: int,
+    tune: int,
+    chains: int,
+    seed,
+    progressbar: bool = False,
+    **sample_kwargs: Any,
+) -> DataTree:
+    """``pm.sample`` of ``model``; without ``sample_kwargs``, the fork-safe fast path.
+
+    That path is NumPyro's NUTS with vectorised chains, each started at its own
+    prior draw (:func:`pymc_sbi.prior.prior_initvals`), so that chains spread
+    over a multimodal posterior and no process is forked (a JAX Op deadlocks
+    in a forked worker). Convergence checks are left to the caller.
+    """
+    seed = as_seed_int(seed)
+    if not sample_kwargs:
+        sample_kwargs = dict(
+            nuts_sampler="numpyro",
+            nuts={"chain_method": "vectorized"},
+            initvals=prior_initvals(model, int(chains), seed=seed),
+        )
+    with model:
+        return pm.sample(
+            draws=int(draws),
+            tune=int(tune),
+            chains=int(chains),
+            random_seed=seed,
+            progressbar=progressbar,
+            compute_convergence_checks=False,
+            **sample_kwargs,
+        )

@@ -76,8 +76,8 @@ from xarray import DataTree
 from pymc_sbi.estimator import Estimator
 from pymc_sbi.objectives import nle, nre_a, nre_b, nre_c
 from pymc_sbi.objectives.base import Objective, TrainState
-from pymc_sbi.prior import param_spec, prior_initvals, prior_log_prob_fn
-from pymc_sbi.samplers import sample
+from pymc_sbi.prior import param_spec, prior_log_prob_fn
+from pymc_sbi.samplers import pymc_sample, sample
 from pymc_sbi.seed import as_seed_int
 from pymc_sbi.sequential.proposals import (
     default_inference_model,
@@ -87,6 +87,7 @@ from pymc_sbi.sequential.rounds import (
     SequentialData,
     append_simulations,
     record_round,
+    round_sizes,
     train_round,
 )
 from pymc_sbi.sequential.truncation import hpr_threshold, sample_truncated_prior
@@ -151,23 +152,8 @@ def _sample_posterior(model, sampler, chains, draws, tune, seed, sampler_kwargs)
             progressbar=False,
             **kwargs,
         )
-    if sampler == "pymc":
-        if not kwargs:  # the fork-safe fast path, chains started at prior draws
-            kwargs = dict(
-                nuts_sampler="numpyro",
-                nuts={"chain_method": "vectorized"},
-                initvals=prior_initvals(model, chains, seed=seed),
-            )
-        with model:
-            return pm.sample(
-                draws=draws,
-                tune=tune,
-                chains=chains,
-                random_seed=seed,
-                progressbar=False,
-                compute_convergence_checks=False,
-                **kwargs,
-            )
+    if sampler == "pymc":  # without kwargs, the fork-safe fast path
+        return pymc_sample(model, draws=draws, tune=tune, chains=chains, seed=seed, **kwargs)
     raise ValueError(
         f"sampler must be one of {KERNELS} (pymc_sbi.sample kernels), 'pymc' (pm.sample) or a "
         f"callable (model, seed) -> DataTree; got {sampler!r}."
@@ -193,20 +179,6 @@ def _log_posterior_fn(prior, estimator: Estimator, x_obs, log_prior_fn):
 
 
 # ---------------------------------------------------------------------- driver
-def _sizes(simulations_per_round, rounds: int) -> list[int]:
-    rounds = int(rounds)
-    if rounds < 1:
-        raise ValueError(f"rounds must be at least 1, got {rounds}.")
-    sizes = (
-        [int(simulations_per_round)] * rounds
-        if np.ndim(simulations_per_round) == 0
-        else [int(s) for s in simulations_per_round]
-    )
-    if len(sizes) != rounds:
-        raise ValueError(f"simulations_per_round has {len(sizes)} entries for {rounds} rounds.")
-    if min(sizes) < 2:
-        raise ValueError(f"Every round needs at least 2 simulations, got {sizes}.")
-    return sizes
 
 
 def _objective(method, network) -> tuple[Objective, str]:
@@ -324,7 +296,7 @@ def run_sequential(
     SequentialResult
         ``(estimator, estimators, simulations, posteriors)``.
     """
-    sizes = _sizes(simulations_per_round, rounds)
+    sizes = round_sizes(simulations_per_round, rounds)
     objective, method_name = _objective(method, network)
     if model_builder is None:
         if x_obs is None:

@@ -30,6 +30,7 @@ __all__ = [
     "SequentialData",
     "append_simulations",
     "record_round",
+    "round_sizes",
     "train_round",
 ]
 
@@ -322,3 +323,20 @@ def record_round(
             f"{hist['round_seconds']:.1f} s"
         )
     return replace(estimator, history=hist, config=record)
+
+
+def round_sizes(simulations_per_round, rounds: int) -> list[int]:
+    """Simulations of each round: an int for every round, or one per round (validated)."""
+    rounds = int(rounds)
+    if rounds < 1:
+        raise ValueError(f"rounds must be at least 1, got {rounds}.")
+    sizes = (
+        [int(simulations_per_round)] * rounds
+        if np.ndim(simulations_per_round) == 0
+        else [int(s) for s in simulations_per_round]
+    )
+    if len(sizes) != rounds:
+        raise ValueError(f"simulations_per_round has {len(sizes)} entries for {rounds} rounds.")
+    if min(sizes) < 2:
+        raise ValueError(f"Every round needs at least 2 simulations, got {sizes}.")
+    return sizes

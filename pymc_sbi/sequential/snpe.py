@@ -88,6 +88,7 @@ from pymc_sbi.sequential.rounds import (
     SequentialData,
     append_simulations,
     record_round,
+    round_sizes,
     train_round,
 )
 from pymc_sbi.sequential.truncation import hpr_threshold, sample_truncated_prior
@@ -238,16 +239,8 @@ def run_snpe(
     SNPEResult
         ``(estimator, estimators, simulations)``.
     """
-    rounds = int(rounds)
-    if rounds < 1:
-        raise ValueError(f"rounds must be at least 1, got {rounds}.")
-    sizes = (
-        [int(simulations_per_round)] * rounds
-        if np.ndim(simulations_per_round) == 0
-        else [int(s) for s in simulations_per_round]
-    )
-    if len(sizes) != rounds:
-        raise ValueError(f"simulations_per_round has {len(sizes)} entries for {rounds} rounds.")
+    sizes = round_sizes(simulations_per_round, rounds)
+    rounds = len(sizes)
     if truncation is not None and not 0.0 < float(truncation) < 1.0:
         raise ValueError(f"truncation must be a quantile in (0, 1), got {truncation}.")
     if isinstance(method, Objective):
