@@ -312,11 +312,11 @@ def make_objective(method: str, network: str):
         if network not in densities:
             raise ValueError(f"--network must be one of {sorted(densities)} for {method}.")
         if method in ("snpe", "snle"):
-            return None  # run_snpe / run_snle build their objective from the network
+            return None  # run_snpe / run_sequential build their objective from the network
         return getattr(ps, method)(densities[network]())
     ratio = {"nre_a": ps.nre_a, "nre_b": ps.nre_b, "nre_c": ps.nre_c, "bnre": ps.bnre}
     if method == "snre":
-        return None  # run_snre: NRE-C with the default classifier
+        return None  # run_sequential(method="nre_c"): the default classifier
     if method in ratio:
         return ratio[method]()  # default classifier: MLP, 2 x 50, ReLU
     raise ValueError(f"Unknown method {method!r}; available: {METHODS}.")
@@ -362,7 +362,7 @@ def run_benchmark(
     ``simulations // rounds`` simulations each (its ``train_s`` includes the
     later rounds' simulation and proposal sampling, ``simulate_s`` is round 0's
     share only). ``snle`` / ``snre`` (NRE-C) run ``rounds`` rounds of
-    :func:`pymc_sbi.run_snle` / :func:`pymc_sbi.run_snre` (proposals: 40-chain
+    :func:`pymc_sbi.run_sequential` (``method="nle"`` / ``"nre_c"``; proposals: 40-chain
     ``ps.sample`` NUTS posteriors, or with ``truncation`` the prior truncated
     to their HPD region), then sample the last round's estimator like ``nle``;
     ``train_s`` covers all rounds. NRE-A/B/C and BNRE train with

@@ -106,7 +106,7 @@ _METHODS = {"nle": nle, "nre_a": nre_a, "nre_b": nre_b, "nre_c": nre_c}
 
 
 class SequentialResult(NamedTuple):
-    """Output of :func:`run_sequential` (and :func:`run_snle`, :func:`run_snre`).
+    """Output of :func:`run_sequential`.
 
     Attributes
     ----------
