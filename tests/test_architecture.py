@@ -49,12 +49,12 @@ def test_no_function_level_import_of_the_package():
             if not isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef):
                 continue
             for node in ast.walk(fn):
-                module = getattr(node, "module", None) or ""
-                names = [a.name for a in getattr(node, "names", [])]
-                if isinstance(node, ast.ImportFrom) and module.startswith("pymc_sbi"):
-                    bad.append(f"{path.relative_to(ROOT)}:{node.lineno} {module}")
-                elif isinstance(node, ast.Import) and any(n.startswith("pymc_sbi") for n in names):
-                    bad.append(f"{path.relative_to(ROOT)}:{node.lineno} {names}")
+                if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("pymc_sbi"):
+                    bad.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.module}")
+                elif isinstance(node, ast.Import):
+                    names = [a.name for a in node.names]
+                    if any(n.startswith("pymc_sbi") for n in names):
+                        bad.append(f"{path.relative_to(ROOT)}:{node.lineno} {names}")
     assert not bad, bad
 
 

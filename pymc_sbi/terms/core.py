@@ -108,10 +108,9 @@ def check_support(estimator: Estimator, params: Mapping[str, Any], term: str) ->
 
     The training support is the prior's (``estimator.spec.lower``/``upper``);
     the model's is read off the variable's value transform (as for the prior).
-    Outside the training support the network was never trained, so every
-    neural term returns ``-inf`` there (see :func:`estimator_term`); a model that
-    can go there will have its sampler rejected at the edge, not a posterior
-    the data determine. Returns the messages (one per variable).
+    Outside the training support the network was never trained: its value
+    there is an extrapolation (or ``-inf`` with ``truncate_to_training_support``).
+    Returns the messages (one per variable).
     """
     try:
         model = pm.modelcontext(None)
@@ -130,7 +129,9 @@ def check_support(estimator: Estimator, params: Mapping[str, Any], term: str) ->
             msgs.append(
                 f"Term {term!r}: {name!r} is the model variable {rv.name!r} with support "
                 f"[{np.min(lo):g}, {np.max(hi):g}], but the estimator was trained on "
-                f"[{t_lo:g}, {t_hi:g}]; outside it the term's log density is -inf."
+                f"[{t_lo:g}, {t_hi:g}]; outside it the network extrapolates. Pass "
+                "truncate_to_training_support=True for -inf there, and check the posterior "
+                "with ps.check_posterior_range."
             )
     for msg in msgs:
         warnings.warn(msg, SupportWarning, stacklevel=4)
@@ -370,6 +371,7 @@ def estimator_term(
     covariates=None,
     dims=None,
     deduplicate: bool = False,
+    truncate_support: bool = False,
     **kwargs,
 ) -> pt.TensorVariable:
     """Build the ``pm.CustomDist`` of a neural term.
@@ -383,6 +385,7 @@ def estimator_term(
     ``deduplicate``, a likelihood estimator whose network allows it is evaluated
     once per distinct ``(parameter group, covariates)`` context
     (:mod:`pymc_sbi.terms.dedup`) when the layout and constant covariates make that pay.
+    With ``truncate_support`` the term is ``-inf`` outside the training support.
     """
     theta = stack_params(estimator, params)
     check_support(estimator, params, name)
@@ -414,7 +417,7 @@ def estimator_term(
         def logp(value, theta, _dummy):
             out = _logp_graph(estimator, value, theta, log_density, label)
             out = out if correction is None else out + correction(theta)
-            return _support_guard(estimator, theta, out)
+            return _support_guard(estimator, theta, out) if truncate_support else out
 
         def _random(theta, _dummy, rng=None, size=None):
             return random(np.asarray(theta), rng, size)
@@ -425,7 +428,7 @@ def estimator_term(
         def logp(value, theta, cov, _dummy):
             out = _logp_graph(estimator, value, theta, log_density, label, covariates=cov)
             out = out if correction is None else out + correction(theta)
-            return _support_guard(estimator, theta, out)
+            return _support_guard(estimator, theta, out) if truncate_support else out
 
         def _random(theta, cov, _dummy, rng=None, size=None):
             return random(np.asarray(theta), rng, size, covariates=np.asarray(cov))

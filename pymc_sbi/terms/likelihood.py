@@ -63,6 +63,7 @@ def NeuralLikelihood(
     covariates=None,
     dims=None,
     check_training_range: bool = True,
+    truncate_to_training_support: bool = False,
     deduplicate: bool = True,
     **kwargs,
 ) -> pt.TensorVariable:
@@ -93,6 +94,14 @@ def NeuralLikelihood(
     check_training_range
         Warn (:class:`~pymc_sbi.terms.range_check.OutOfRangeWarning`) when constant
         observations or covariates lie outside the training range.
+    truncate_to_training_support
+        ``True``: the term is ``-inf`` wherever a parameter lies outside the
+        support it was trained on (``estimator.spec.lower``/``upper``), instead
+        of the network's extrapolation. Off by default: hierarchical models
+        often put wider priors on parameters trained on a bounded box, and a
+        hard edge makes such models fail at their initial points. Either way a
+        :class:`~pymc_sbi.terms.SupportWarning` names the variables whose model
+        support is wider than their training support.
     deduplicate
         Evaluate the network once per distinct context (parameter group x
         covariate values) instead of once per trial, when the estimator allows
@@ -139,5 +148,6 @@ def NeuralLikelihood(
         covariates=covariates,
         dims=dims,
         deduplicate=deduplicate,
+        truncate_support=truncate_to_training_support,
         **kwargs,
     )

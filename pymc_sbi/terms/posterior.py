@@ -101,5 +101,6 @@ def NeuralPosterior(
         label="npe_logq",
         correction=correction,
         dims=dims,
+        truncate_support=True,  # -log p_0 is +inf outside the prior support
         **kwargs,
     )

@@ -43,6 +43,7 @@ def NeuralRatio(
     observed,
     *,
     dims=None,
+    truncate_to_training_support: bool = False,
     **kwargs,
 ) -> pt.TensorVariable:
     r"""Add a neural log-ratio term :math:`\sum_n \log r(x_n, \theta)` to the current model.
@@ -59,6 +60,14 @@ def NeuralRatio(
         Observations ``(..., *x_shape)``; leading axes are i.i.d. trials (summed).
     dims
         PyMC dims of the observed variable.
+    truncate_to_training_support
+        ``True``: the term is ``-inf`` wherever a parameter lies outside the
+        support it was trained on (``estimator.spec.lower``/``upper``), instead
+        of the network's extrapolation. Off by default: hierarchical models
+        often put wider priors on parameters trained on a bounded box, and a
+        hard edge makes such models fail at their initial points. Either way a
+        :class:`~pymc_sbi.terms.SupportWarning` names the variables whose model
+        support is wider than their training support.
     **kwargs
         Passed to ``pm.CustomDist``.
     """
@@ -75,5 +84,6 @@ def NeuralRatio(
         random=_no_random,
         label="nre_logr",
         dims=dims,
+        truncate_support=truncate_to_training_support,
         **kwargs,
     )

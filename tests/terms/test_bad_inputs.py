@@ -45,22 +45,36 @@ def test_complete_observations_still_build_a_term():
     np.testing.assert_allclose(logp - prior, expected, rtol=1e-5)
 
 
-def test_a_wider_model_support_warns_and_the_term_is_minus_inf_outside():
-    """Trained with sigma ~ HalfNormal ([0, inf)); a model where sigma is Normal can go below 0."""
+def _wider_support_model(**kwargs):
+    """Trained with sigma ~ HalfNormal ([0, inf)); here sigma is Normal and can go below 0."""
     with pm.Model() as model:
         mu, sigma = pm.Normal("mu"), pm.Normal("sigma", 1.0, 1.0)
         with pytest.warns(
             ps.terms.SupportWarning,
-            match=r"'sigma' .* support \[-inf, inf\], but the estimator was trained on \[0, inf\]",
-        ):
-            ps.NeuralLikelihood("rt", NLE, {"mu": mu, "sigma": sigma}, observed=np.zeros((3, 2)))
+            match=r"'sigma' .* support \[-inf, inf\], but the estimator was trained on \[0, inf\]; .*truncate_to_training_support=True",
+        ):  # noqa: E501
+            ps.NeuralLikelihood("rt", NLE, {"mu": mu, "sigma": sigma}, observed=np.zeros((3, 2)),
+                                **kwargs)  # fmt: skip
+    return model
+
+
+INSIDE, OUTSIDE = {"mu": 0.1, "sigma": 0.5}, {"mu": 0.1, "sigma": -0.5}
+
+
+@pytest.mark.parametrize("truncate", [False, True])
+def test_a_wider_model_support_warns(truncate):
+    model = _wider_support_model(truncate_to_training_support=truncate)
     logp, dlogp = model.compile_logp(), model.compile_dlogp()
-    prior = model.compile_logp(vars=[mu, sigma])
-    inside, outside = {"mu": 0.1, "sigma": 0.5}, {"mu": 0.1, "sigma": -0.5}
+    prior = model.compile_logp(vars=[model["mu"], model["sigma"]])
+    # inside the training support the term is the network either way
     expected = float(np.sum(NLE.log_prob(np.zeros((3, 2)), np.array([0.1, 0.5]))))
-    np.testing.assert_allclose(logp(inside) - prior(inside), expected, rtol=1e-5)
-    assert logp(outside) == -np.inf  # not the network's extrapolation
-    assert np.all(np.isfinite(dlogp(outside)))  # samplers reject the step, they do not crash
+    np.testing.assert_allclose(logp(INSIDE) - prior(INSIDE), expected, rtol=1e-5)
+    outside = float(np.sum(NLE.log_prob(np.zeros((3, 2)), np.array([0.1, -0.5]))))
+    if truncate:
+        assert logp(OUTSIDE) == -np.inf  # not the network's extrapolation
+        assert np.all(np.isfinite(dlogp(OUTSIDE)))  # samplers reject the step, no crash
+    else:  # the network's extrapolation, announced by the warning
+        np.testing.assert_allclose(logp(OUTSIDE) - prior(OUTSIDE), outside, rtol=1e-5)
 
 
 def test_matching_support_and_indexed_parameters_do_not_warn():
