@@ -27,10 +27,15 @@ Usage from any test folder (``tests/`` is on ``sys.path`` through
 ``tests/conftest.py``, as for ``race_helpers``)::
 
     from mcse import assert_mean_within_mcse, assert_sd_within_mcse
+
+With ``MCSE_REPORT=1`` in the environment every check prints its estimate,
+expected value, MCSE and bound (run pytest with ``-s`` to see them): how much
+room a test has.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import arviz
@@ -105,6 +110,13 @@ def effective_sample_size(draws, *, chains: bool = False) -> np.ndarray:
     return np.asarray(arviz.ess(draws, method="mean", chain_axis=0, draw_axis=1), np.float64)
 
 
+def _mean_and_mcse(draws, chains):
+    draws = np.asarray(draws, np.float64)
+    axes = _sample_axes(chains)
+    sd = draws.std(axis=axes, ddof=1)
+    return draws.mean(axis=axes), sd / np.sqrt(effective_sample_size(draws, chains=chains))
+
+
 def _check(estimate, expected, mcse, allowance, z, what) -> MCSECheck:
     estimate, mcse = np.asarray(estimate, np.float64), np.asarray(mcse, np.float64)
     expected = np.broadcast_to(np.asarray(expected, np.float64), estimate.shape)
@@ -127,6 +139,14 @@ def _check(estimate, expected, mcse, allowance, z, what) -> MCSECheck:
                 f" {in_mcse[idx]:11.2f} {allowance[idx]:11.4g}  {bool(ok[idx])}"
             )
         raise AssertionError("\n".join(lines))
+    if os.environ.get("MCSE_REPORT"):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            print(
+                f"[mcse] {what}: estimate {np.round(estimate, 5).tolist()}"
+                f" expected {np.round(expected, 5).tolist()} MCSE {np.round(mcse, 5).tolist()}"
+                f" bound {np.round(bound, 5).tolist()} error/bound"
+                f" {np.round(err / bound, 2).tolist()}"
+            )
     return MCSECheck(estimate, expected, mcse, bound)
 
 
@@ -165,11 +185,7 @@ def assert_mean_within_mcse(
         With the mean, expected value, MCSE, error in MCSE and allowance of
         every coordinate.
     """
-    draws = np.asarray(draws, np.float64)
-    axes = _sample_axes(chains)
-    mean = draws.mean(axis=axes)
-    sd = draws.std(axis=axes, ddof=1)
-    mcse = sd / np.sqrt(effective_sample_size(draws, chains=chains))
+    mean, mcse = _mean_and_mcse(draws, chains)
     return _check(mean, expected, mcse, allowance, z, "the mean")
 
 
@@ -223,6 +239,47 @@ def assert_sd_within_mcse(
     ess = effective_sample_size(sq_dev, chains=chains)
     mcse = sd * np.sqrt((kurtosis - 1) / (4 * ess))
     return _check(sd, expected_sd, mcse, allowance, z, "the standard deviation")
+
+
+def assert_cov_within_mcse(
+    draws, expected_mean, expected_cov, *, allowance=0.0, z: float = Z, chains: bool = False
+) -> MCSECheck:
+    r"""Assert that the covariance of ``(..., d)`` draws is within ``z`` MCSE of ``expected_cov``.
+
+    Entry :math:`(i, j)` is estimated as the mean of the products
+    :math:`(x_i - \mu_i)(x_j - \mu_j)` about the *exact* mean :math:`\mu`, an
+    unbiased estimate of :math:`\Sigma_{ij}` (it differs from ``np.cov`` by
+    :math:`(\bar x_i - \mu_i)(\bar x_j - \mu_j)`, of order 1/ESS, far below
+    its MCSE) and checked as :func:`assert_mean_within_mcse` checks a mean: the MCSE is
+    :math:`\mathrm{sd}(\text{product}) / \sqrt{\mathrm{ESS}}`, for a Gaussian
+    :math:`\sqrt{(\Sigma_{ij}^2 + \Sigma_{ii}\Sigma_{jj}) / \mathrm{ESS}}`. As in
+    blackjax's ``MonteCarloStandardErrorTest``. The draws need finite fourth
+    moments (not a Student-t with 4 degrees of freedom or fewer).
+
+    Parameters
+    ----------
+    draws : array_like
+        ``(n, d)`` i.i.d. draws or ``(chains, draws, d)`` with ``chains=True``.
+    expected_mean : array_like
+        The exact mean, shape ``(d,)``.
+    expected_cov : array_like
+        The exact covariance, shape ``(d, d)``.
+    allowance : float or array_like, default 0
+        Non-Monte-Carlo error allowed on top, broadcastable to ``(d, d)``.
+    z : float, default 4
+        Number of standard errors (false-failure rate :math:`6.3 \times 10^{-5}`).
+    chains : bool, default False
+        Whether the first two axes are chains and draws.
+
+    Returns
+    -------
+    MCSECheck
+        Over the ``(d, d)`` entries.
+    """
+    dev = np.asarray(draws, np.float64) - np.asarray(expected_mean, np.float64)
+    products = dev[..., :, None] * dev[..., None, :]
+    estimate, mcse = _mean_and_mcse(products, chains)
+    return _check(estimate, expected_cov, mcse, allowance, z, "the covariance")
 
 
 def assert_prob_within_mcse(k, n, p, *, allowance=0.0, z: float = Z) -> MCSECheck:

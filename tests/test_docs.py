@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from mcse import assert_mean_within_mcse, assert_sd_within_mcse
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "custom_sampling.md"
 
@@ -17,11 +18,18 @@ def test_own_logdensity_block(x64):
     """The banana: z0 ~ N(0, 1), z1 | z0 ~ N(z0^2, 1/4), so E[z1] = 1 and sd(z1) = sqrt(2.25)."""
     namespace: dict = {}
     exec(compile(code_blocks()[0], str(DOC), "exec"), namespace)
-    z = np.asarray(namespace["result"].positions).reshape(-1, 2)
-    assert namespace["result"].positions.shape == (500, 200, 2)
-    # 100,000 NUTS draws of 500 chains; ESS > 10,000, so 5 se < 0.05 (z0), 0.08 (z1)
-    np.testing.assert_allclose(z.mean(0), [0.0, 1.0], atol=0.1)
-    np.testing.assert_allclose(z.std(0), [1.0, 1.5], rtol=0.1)
+    z = np.asarray(namespace["result"].positions)  # (chains, draws, 2)
+    assert z.shape == (500, 200, 2)
+    # 100,000 NUTS draws of 500 chains, but after 300 warm-up steps they have not mixed:
+    # ESS (mean) ~1,800 for z0 and ~1,200 for z1 (R-hat 1.19 / 1.13; 2 chains accept < 10 %),
+    # so 4 MCSE is 0.10 / 0.18 on the means and 0.10 / 0.29 on the sds.
+    assert_mean_within_mcse(z, [0.0, 1.0], chains=True)
+    assert_sd_within_mcse(z, [1.0, 1.5], chains=True)
+    # The former bounds are kept too: for z1 they are only ~2.3 MCSE (mean) and ~2.1 MCSE (sd)
+    # wide, so they hold for this seed but not for every one (the docs' run is too short to
+    # support them; fixing that means more warm-up in docs/custom_sampling.md)
+    np.testing.assert_allclose(z.reshape(-1, 2).mean(0), [0.0, 1.0], atol=0.1)
+    np.testing.assert_allclose(z.reshape(-1, 2).std(0), [1.0, 1.5], rtol=0.1)
     assert 0.7 < float(namespace["result"].sample_stats["acceptance_rate"].mean()) < 0.95
 
 

@@ -8,6 +8,7 @@ not a matter of the seed).
 import numpy as np
 import pytest
 from mcse import (
+    assert_cov_within_mcse,
     assert_mean_within_mcse,
     assert_prob_within_mcse,
     assert_sd_within_mcse,
@@ -118,3 +119,18 @@ def test_prob_passes_on_binomial_counts_and_fails_10_mcse_off():
         assert_prob_within_mcse(k, N, p + 10 * np.sqrt(p * (1 - p) / N))
     with pytest.raises(AssertionError, match="the frequency"):
         assert_prob_within_mcse(k, N, p - 10 * np.sqrt(p * (1 - p) / N))
+
+
+def test_cov_passes_on_exact_draws_and_fails_10_mcse_off():
+    cov = np.array([[1.0, 0.8], [0.8, 2.0]])
+    draws = np.random.default_rng(4).multivariate_normal([1.0, -2.0], cov, N)
+    check = assert_cov_within_mcse(draws, [1.0, -2.0], cov)
+    # Gaussian: sd of a product about the mean is sqrt(S_ij^2 + S_ii S_jj)
+    se = np.sqrt((cov**2 + np.outer(np.diag(cov), np.diag(cov))) / N)
+    np.testing.assert_allclose(check.mcse, se, rtol=0.05)
+    np.testing.assert_allclose(check.estimate, np.cov(draws.T), atol=0.1 * se.min())
+    for i, j in [(0, 0), (0, 1), (1, 1)]:
+        off = cov.copy()
+        off[i, j] += 10 * se[i, j]
+        with pytest.raises(AssertionError, match="the covariance"):
+            assert_cov_within_mcse(draws, [1.0, -2.0], off)

@@ -272,9 +272,28 @@ def test_gradients_finite(family):
     module, params, _, _ = build(family, 2)
     rng = np.random.default_rng(0)
     x, ctx = 2.0 * normal(rng, 32, 2), normal(rng, 32, C)
-    grads = jax.jit(jax.grad(lambda p: module.apply(p, x, ctx).mean()))(params)
+    loss = jax.jit(lambda p: module.apply(p, x, ctx).mean())
+    grads = jax.jit(jax.grad(loss))(params)
     for g in jax.tree_util.tree_leaves(grads):
         assert np.all(np.isfinite(g))
+    # Values: the derivative along a random unit direction v of all parameters equals a
+    # central difference of the loss (float32, step h = 1e-2: truncation ~h^2 L3 ~ 1e-4 with L3
+    # the third derivative, round-off ~1e-7 |L| / h ~ 1e-5)
+    leaves, treedef = jax.tree_util.tree_flatten(params)
+    v = [rng.standard_normal(p.shape).astype(np.float32) for p in leaves]
+    norm = np.sqrt(sum(float(np.sum(u**2)) for u in v))
+    v = [u / norm for u in v]
+    flat_grads = jax.tree_util.tree_leaves(grads)
+    along = float(sum(np.sum(np.asarray(g) * u) for g, u in zip(flat_grads, v, strict=True)))
+    h = 1e-2
+
+    def shifted(sign):
+        moved = [p + sign * h * u for p, u in zip(leaves, v, strict=True)]
+        return jax.tree_util.tree_unflatten(treedef, moved)
+
+    fd = (float(loss(shifted(1))) - float(loss(shifted(-1)))) / (2 * h)
+    assert abs(fd - along) < 1e-2 * abs(along) + 1e-3, (along, fd)
+    assert abs(along) > 1e-2  # a direction the loss depends on
 
 
 @pytest.mark.parametrize("family", ["maf", "nsf", "mdn"])

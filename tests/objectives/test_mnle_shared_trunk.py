@@ -6,6 +6,7 @@ architectures in tests/test_mnle.py."""
 import jax
 import numpy as np
 import pytest
+from mcse import assert_mean_within_mcse, assert_prob_within_mcse, assert_sd_within_mcse
 from race_helpers import (
     POINT,
     assert_same,
@@ -30,22 +31,23 @@ def _density_on_grid(est, theta, s, k):
 
 
 def test_samples_follow_the_density():
-    """Choice frequency within 4 MCSE of pi_1, and the mean log rt given each choice within
-    4 MCSE of its value under the density (quadrature on the grid)."""
+    """Choice frequency within 4 MCSE of pi_1, and the mean and sd of log rt given each
+    choice within 4 MCSE of their values under the density (quadrature on the grid)."""
     est = race_mnle_shared()
     theta, s, n = THETAS[0], S[0], 6000
-    x = np.asarray(est.sample(jax.random.key(0), theta, n=n, covariates=np.array([s])))
+    x = np.asarray(est.sample(jax.random.key(0), theta, num_samples=n, covariates=np.array([s])))
     assert x.shape == (n, 2) and set(np.unique(x[:, 1])) <= {0.0, 1.0} and np.all(x[:, 0] > 0)
     rt = np.exp(LOG_RT)
     mass = {k: _density_on_grid(est, theta, s, k) * rt for k in (0, 1)}  # density of log rt
     p1 = np.trapezoid(mass[1], LOG_RT)
-    assert abs(x[:, 1].mean() - p1) < 4 * np.sqrt(p1 * (1 - p1) / n)
+    assert_prob_within_mcse(x[:, 1].sum(), n, p1)
     for k in (0, 1):
         pk = np.trapezoid(mass[k], LOG_RT)
         mean = np.trapezoid(mass[k] * LOG_RT, LOG_RT) / pk
         sd = np.sqrt(np.trapezoid(mass[k] * (LOG_RT - mean) ** 2, LOG_RT) / pk)
         drawn = np.log(x[x[:, 1] == k, 0])
-        assert abs(drawn.mean() - mean) < 4 * sd / np.sqrt(drawn.size), (k, drawn.mean(), mean)
+        assert_mean_within_mcse(drawn, mean)
+        assert_sd_within_mcse(drawn, sd)
 
 
 def test_one_network_pass_per_context():

@@ -30,6 +30,7 @@ import numpy as np
 import optax
 import pytest
 from jax.scipy.stats import multivariate_normal
+from mcse import assert_mean_within_mcse, assert_prob_within_mcse, assert_sd_within_mcse
 
 import pymc_sbi as ps
 from pymc_sbi.benchmarks import linear_gaussian
@@ -88,8 +89,7 @@ def test_contrast_indices_are_uniform_over_other_rows():
     first = np.asarray(jax.vmap(lambda k: contrast_indices(k, 5, 2)[0, 0])(keys))
     counts = np.bincount(first, minlength=5)
     assert counts[0] == 0
-    # 4000 draws over 4 cells: sd of a count ~ 27
-    np.testing.assert_allclose(counts[1:], 1000, atol=120)
+    assert_prob_within_mcse(counts[1:], 4000, 0.25)  # 4 MCSE: 110 of 1,000 expected per cell
 
 
 def test_contrast_indices_rejects_too_many():
@@ -272,8 +272,16 @@ def test_float64_batch_trains_in_float32(x64):
     batch = {"theta": theta.astype(np.float64), "x": x.astype(np.float64)}
     state = objective.init(jax.random.key(0), batch, optax.adam(1e-3))
     assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(state.params))
-    _, metrics = jax.jit(objective.step)(jax.random.key(1), state, batch)
+    new, metrics = jax.jit(objective.step)(jax.random.key(1), state, batch)
     assert metrics["loss"].dtype == jnp.float32
+    # the float64 batch is trained on as its float32 cast: the same loss and update, bit for
+    # bit, as the float32 batch (theta, x hold float32 values already)
+    batch32 = {"theta": theta, "x": x}
+    state32 = objective.init(jax.random.key(0), batch32, optax.adam(1e-3))
+    new32, metrics32 = jax.jit(objective.step)(jax.random.key(1), state32, batch32)
+    assert float(metrics["loss"]) == float(metrics32["loss"])
+    for a, b in zip(jax.tree.leaves(new.params), jax.tree.leaves(new32.params), strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_same_seed_same_params(lg_sims):
@@ -331,13 +339,21 @@ def posterior_errors(estimator):
     return np.max(np.abs(m - mean) / sd), sd_hat / sd, abs(corr_hat - corr)
 
 
+# Surrogate allowances of NRE-A/B/C (small classifier, 4,000 simulations) on the grid
+# posterior at observation 1 (deterministic: no Monte Carlo). Measured over training seeds
+# 1-3: means within 0.12 posterior sd, sds within 7 % (module docstring).
+NRE_MEAN_ALLOWANCE = 0.25  # posterior-mean error, in posterior sds
+NRE_SD_ALLOWANCE = 0.2  # relative error of the posterior sds
+NRE_CORR_ALLOWANCE = 0.15  # absolute error of the posterior correlation (0.52)
+
+
 @pytest.mark.parametrize("name", ["nre_a", "nre_b", "nre_c"])
 def test_posterior_matches_analytic(nre_estimators, name):
-    """Mean within 0.25 posterior sd, sds within 20%, correlation (0.52) within 0.15."""
+    """Mean, sds and correlation within the NRE surrogate allowances."""
     mean_err, sd_ratio, corr_err = posterior_errors(nre_estimators[name])
-    assert mean_err < 0.25, mean_err
-    assert np.all(np.abs(sd_ratio - 1.0) < 0.2), sd_ratio
-    assert corr_err < 0.15, corr_err
+    assert mean_err < NRE_MEAN_ALLOWANCE, mean_err
+    assert np.all(np.abs(sd_ratio - 1.0) < NRE_SD_ALLOWANCE), sd_ratio
+    assert corr_err < NRE_CORR_ALLOWANCE, corr_err
 
 
 def test_bnre_posterior_is_conservative(nre_estimators):
@@ -437,9 +453,11 @@ def test_grid_posterior_samples_match_the_density():
 
     draws = grid_posterior_samples(log_density, -1.0, 1.0, 20_000, seed=0, n=401)
     assert draws.shape == (20_000, 2) and np.all(np.abs(draws) <= 1.0)
-    # standard errors 0.0007 / 0.00035 for the means; grid spacing 0.005
-    np.testing.assert_allclose(draws.mean(0), [0.2, -0.3], atol=0.003)
-    np.testing.assert_allclose(draws.std(0), [0.1, 0.05], rtol=0.03)
+    # The draws are grid points (spacing h = 0.005; the means are grid points, so no bias by
+    # symmetry) jittered uniformly in their cell, which adds h^2 / 12 to each variance
+    h = 2.0 / 400
+    assert_mean_within_mcse(draws, [0.2, -0.3])
+    assert_sd_within_mcse(draws, np.sqrt(np.array([0.1, 0.05]) ** 2 + h**2 / 12))
 
 
 def test_nre_c_two_moons_posterior_is_sharp():

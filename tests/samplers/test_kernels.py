@@ -3,14 +3,14 @@
 The model: a linear regression with known noise (conjugate: the posterior of the
 two coefficients is a correlated Gaussian in closed form) plus an unrelated
 ``HalfNormal`` scale whose posterior is its prior (checks the log transform and
-its Jacobian). Means and standard deviations must lie within 5 Monte Carlo
-standard errors (ArviZ's ESS-based MCSE) of the exact values.
+its Jacobian). Means and standard deviations must lie within 4 Monte Carlo
+standard errors (ESS-based, tests/mcse.py) of the exact values.
 """
 
-import arviz as az
 import numpy as np
 import pymc as pm
 import pytest
+from mcse import assert_mean_within_mcse, assert_sd_within_mcse
 
 import pymc_sbi as ps
 
@@ -78,17 +78,13 @@ def run(request):
 
 
 def test_moments_within_mcse(run):
-    kernel, dt = run
+    _, dt = run  # the kernel is in the test id
     moments, _ = exact_moments()
-    mcse_mean = az.mcse(dt, method="mean")
-    mcse_sd = az.mcse(dt, method="sd")
     post = dt.posterior
     for name, (mean, sd) in moments.items():
-        draws = post[name].values.reshape(-1, *np.shape(mean))
-        err_mean = np.abs(draws.mean(axis=0) - mean)
-        err_sd = np.abs(draws.std(axis=0) - sd)
-        assert np.all(err_mean < 5 * mcse_mean[name].values), (kernel, name, err_mean)
-        assert np.all(err_sd < 5 * mcse_sd[name].values), (kernel, name, err_sd)
+        draws = post[name].values  # (chains, draws, ...)
+        assert_mean_within_mcse(draws, mean, chains=True)
+        assert_sd_within_mcse(draws, sd, chains=True)
     # the deterministic is computed from the same draws
     np.testing.assert_allclose(post["sigma2"].values, post["sigma"].values ** 2)
 
@@ -132,11 +128,23 @@ def test_datatree_layout(run):
     np.testing.assert_allclose(stats["lp"].values[0, -1], logp(point), rtol=1e-8)
 
 
+# Dual averaging tunes the step size towards the target acceptance during warm-up and then
+# keeps its averaged iterate, whose acceptance differs from the target by an amount that is
+# systematic, not Monte Carlo. Measured |mean acceptance - target| on this model (32 chains x
+# 250 draws, seed 3): nuts 0.0003, rmh 0.007, mala 0.009, hmc 0.085 (0.735 against 0.65;
+# its MCSE is 0.007, so 0.07 + 4 MCSE = 0.096 covers it). The old bound was 0.1 for all four.
+ACCEPTANCE_ALLOWANCE = {"nuts": 0.03, "mala": 0.03, "rmh": 0.03, "hmc": 0.07}
+
+
 def test_acceptance_near_target(run):
     kernel, dt = run
     targets = {"nuts": 0.8, "hmc": 0.65, "mala": 0.574, "rmh": 0.234}
     if kernel in targets:
-        rate = float(dt.sample_stats["acceptance_rate"].mean())
-        assert abs(rate - targets[kernel]) < 0.1, rate
+        assert_mean_within_mcse(
+            dt.sample_stats["acceptance_rate"].values,  # (chains, draws)
+            targets[kernel],
+            allowance=ACCEPTANCE_ALLOWANCE[kernel],
+            chains=True,
+        )
     if kernel == "imh":  # a near-exact proposal is accepted most of the time
         assert float(dt.sample_stats["acceptance_rate"].mean()) > 0.4

@@ -5,12 +5,19 @@ import functools
 import numpy as np
 import pymc as pm
 import pytest
+from mcse import assert_mean_within_mcse, assert_sd_within_mcse
 
 import pymc_sbi as ps
 from pymc_sbi.benchmarks.runner import posterior_matrix
 from pymc_sbi.benchmarks.tasks import get_task, linear_gaussian_posterior
 
 X_OBS = np.array([[0.6, 0.2], [0.9, 0.5], [0.3, -0.1]])
+# Surrogate allowances of the session's NLE (conftest.lg_nle: a 2 x 32 MAF on 4,000
+# linear-Gaussian simulations) at X_OBS, from its grid posterior against the analytic one
+# over 6 (simulation, training) seeds: |mean error| 0.00-0.30 posterior sd (0.05, 0.10 for
+# the fixture's seeds), sd ratio 0.94-1.10. The sampler's own error is the MCSE on top.
+NLE_MEAN_ALLOWANCE = 0.35  # posterior-mean bias, in posterior sds
+NLE_SD_ALLOWANCE = 0.15  # relative error of the posterior sd
 
 
 def test_neural_likelihood_model_samples(lg_nle):
@@ -19,11 +26,10 @@ def test_neural_likelihood_model_samples(lg_nle):
         ps.NeuralLikelihood("x", lg_nle, params={"theta": theta}, observed=X_OBS)
     dt = ps.sample(model, kernel="mala", draws=100, tune=200, chains=64, seed=0, progressbar=False)
     mean, cov = linear_gaussian_posterior(X_OBS)
-    draws = dt.posterior["theta"].values.reshape(-1, 2)
+    draws = dt.posterior["theta"].values  # (chains, draws, 2)
     sd = np.sqrt(np.diag(cov))
-    # surrogate allowance of 0.35 posterior sds (a 4,000-simulation NLE), as in test_likelihood
-    assert np.all(np.abs(draws.mean(0) - mean) < 0.35 * sd + 4 * sd / np.sqrt(len(draws) / 10))
-    assert np.all(np.abs(draws.std(0) / sd - 1) < 0.3)
+    assert_mean_within_mcse(draws, mean, allowance=NLE_MEAN_ALLOWANCE * sd, chains=True)
+    assert_sd_within_mcse(draws, sd, allowance=NLE_SD_ALLOWANCE * sd, chains=True)
     assert dt.posterior["theta"].dims == ("chain", "draw", "param")
     np.testing.assert_allclose(dt.observed_data["x"].values, X_OBS)
 

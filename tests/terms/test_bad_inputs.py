@@ -51,8 +51,9 @@ def _wider_support_model(**kwargs):
         mu, sigma = pm.Normal("mu"), pm.Normal("sigma", 1.0, 1.0)
         with pytest.warns(
             ps.terms.SupportWarning,
-            match=r"'sigma' .* support \[-inf, inf\], but the estimator was trained on \[0, inf\]; .*truncate_to_training_support=True",
-        ):  # noqa: E501
+            match=r"'sigma' .* support \[-inf, inf\], but the estimator was trained on "
+            r"\[0, inf\]; .*truncate_to_training_support=True",
+        ):
             ps.NeuralLikelihood("rt", NLE, {"mu": mu, "sigma": sigma}, observed=np.zeros((3, 2)),
                                 **kwargs)  # fmt: skip
     return model

@@ -4,17 +4,40 @@ import os
 import time
 import warnings
 
-import arviz as az
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pymc as pm
 import pytest
+from mcse import assert_mean_within_mcse, assert_sd_within_mcse
 
 import pymc_sbi as ps
 from pymc_sbi.benchmarks.tasks import LG_LIKELIHOOD_COV, linear_gaussian_posterior
 
 X_OBS = np.array([[0.6, 0.2], [0.9, 0.5], [0.3, -0.1]])
 COORDS = {"param": ["a", "b"], "trial": [0, 1, 2], "obs_dim": ["u", "v"]}
+# Surrogate allowances of the session's NLE (conftest.lg_nle: a 2 x 32 MAF trained on 4,000
+# linear-Gaussian simulations). Its grid posterior at X_OBS against the analytic one, over 6
+# (simulation, training) seeds: |mean error| 0.00-0.30 posterior sd (0.05 and 0.10 for the
+# fixture's seeds), sd ratio 0.94-1.10, correlation error <= 0.03. Samplers and fits add their
+# own error: the MCSE of their draws, and for VI the optimiser's (in the allowances below).
+NLE_MEAN_ALLOWANCE = 0.35  # posterior-mean bias, in posterior sds
+# SMC's 500 particles are not a Markov chain: ArviZ's ESS (autocorrelation along the particle
+# index) can overstate what resampled, mutated particles carry, so 0.15 sd more than the
+# samplers get (the former tolerance, kept)
+SMC_MEAN_ALLOWANCE = 0.5
+# ADVI / fit_vi: the surrogate's bias plus where 3,000 (500) Adam steps stop. Measured mean
+# errors: ADVI 0.29 and 0.16 sd (both families), fit_vi 0.14 and 0.01 sd; 4 MCSE of the
+# 4,000 draws (0.06 sd) come on top, inside the former 0.4 sd
+VI_MEAN_ALLOWANCE = 0.33  # in posterior sds
+VI_SD_ALLOWANCE = 0.25  # relative; + 4 MCSE (4.5 %) stays inside the former 30 %
+# Predictive draws x ~ q(x | theta) add the surrogate's noise model. Prior predictive sd,
+# exact sqrt(1.25) = 1.118: measured 1.061-1.073 (u) and 1.107-1.134 (v) over the 3 trials,
+# 2,000 draws each (4 MCSE = 0.071); posterior predictive sds within 3 % of the exact ones.
+# The former bounds were 0.096 on the prior sd (a variance bound, in sd units) and 20 % on the
+# posterior predictive sd; allowance + 4 MCSE stays inside both.
+PRIOR_PREDICTIVE_SD_ALLOWANCE = 0.025  # absolute, on the sd 1.118
+PREDICTIVE_SD_ALLOWANCE = 0.1  # relative to the exact posterior predictive sd
 
 
 def make_model(estimator, observed=X_OBS):
@@ -26,19 +49,17 @@ def make_model(estimator, observed=X_OBS):
     return model
 
 
-def check_posterior(idata, tol_sd=0.35):
+def check_posterior(idata, allowance=NLE_MEAN_ALLOWANCE):
     """Posterior mean near the analytic one: 4 MCSE plus a surrogate allowance.
 
-    The surrogate allowance (``tol_sd`` posterior sds) covers the error of a
+    The surrogate allowance (``allowance`` posterior sds) covers the error of a
     4,000-simulation NLE, which is systematic, not Monte Carlo.
     """
     mean, cov = linear_gaussian_posterior(X_OBS)
     post = idata.posterior["theta"]
     assert post.dims == ("chain", "draw", "param")
-    est = post.mean(("chain", "draw")).values
-    mcse = az.mcse(idata, var_names=["theta"])["theta"].values
     sd = np.sqrt(np.diag(cov))
-    np.testing.assert_array_less(np.abs(est - mean), 4 * mcse + tol_sd * sd)
+    assert_mean_within_mcse(post.values, mean, allowance=allowance * sd, chains=True)
 
 
 def test_logp_is_sum_of_trial_log_probs(lg_nle):
@@ -74,6 +95,18 @@ def test_interface_dtype_is_float64_for_float32_network(lg_nle):
     assert lg_nle.dtype == jnp.float32
     assert model.logp().dtype == "float64"
     assert model.compile_dlogp()({"theta": np.zeros(2)}).dtype == np.float64
+    # the float64 values are the float32 network's: log p = log N(theta; 0, I) + sum of the
+    # trials' log q, and its gradient -theta + the network's gradient (float32 round-off)
+    theta = np.array([0.3, -0.2])
+    point = {"theta": theta}
+    log_prior = -0.5 * theta @ theta - np.log(2 * np.pi)
+    net_logp = lambda t: jnp.sum(lg_nle.log_prob(X_OBS, t))
+    expected = log_prior + float(net_logp(theta.astype(np.float32)))
+    np.testing.assert_allclose(model.compile_logp()(point), expected, rtol=1e-6)
+    net_grad = np.asarray(jax.grad(net_logp)(theta.astype(np.float32)), np.float64)
+    np.testing.assert_allclose(
+        model.compile_dlogp()(point), -theta + net_grad, rtol=1e-5, atol=1e-5
+    )
 
 
 @pytest.mark.parametrize(
@@ -130,7 +163,7 @@ def test_smc(lg_nle):
             progressbar=False,
             compute_convergence_checks=False,
         )
-    check_posterior(idata, tol_sd=0.5)
+    check_posterior(idata, allowance=SMC_MEAN_ALLOWANCE)
 
 
 @pytest.mark.parametrize("method", ["advi", "fullrank_advi"])
@@ -148,15 +181,17 @@ def test_pymc_advi(lg_nle, method):
         )
     draws = approx.sample(4000, random_seed=5).posterior["theta"].values.reshape(-1, 2)
     sd = np.sqrt(np.diag(cov))
-    # a Gaussian family gets a Gaussian posterior's mean right (surrogate allowance 0.4 sd)
-    np.testing.assert_allclose(draws.mean(0), mean, atol=0.4 * sd.max())
+    # a Gaussian family gets a Gaussian posterior's mean right
+    assert_mean_within_mcse(draws, mean, allowance=VI_MEAN_ALLOWANCE * sd)
     corr = np.corrcoef(draws.T)[0, 1]
     if method == "fullrank_advi":
         exact = cov[0, 1] / np.sqrt(cov[0, 0] * cov[1, 1])
         assert abs(corr - exact) < 0.2  # sampling error of 4,000 draws is 0.01
-        np.testing.assert_allclose(draws.std(0), sd, rtol=0.3)
-    else:
-        assert abs(corr) < 0.1
+        assert_sd_within_mcse(draws, sd, allowance=VI_SD_ALLOWANCE * sd)
+    else:  # mean-field: independent coordinates, so the sample correlation, the mean of
+        # the standardised cross-products, is 0 within 4 MCSE (0.063 at 4,000 draws)
+        u = (draws - draws.mean(0)) / draws.std(0)
+        assert_mean_within_mcse(u[:, 0] * u[:, 1], 0.0)
 
 
 def test_fit_vi_through_neural_term(lg_nle):
@@ -178,8 +213,8 @@ def test_fit_vi_through_neural_term(lg_nle):
     )
     draws = post.sample(4000, seed=1).posterior["theta"].values.reshape(-1, 2)
     sd = np.sqrt(np.diag(cov))
-    np.testing.assert_allclose(draws.mean(0), mean, atol=0.4 * sd.max())
-    np.testing.assert_allclose(draws.std(0), sd, rtol=0.3)
+    assert_mean_within_mcse(draws, mean, allowance=VI_MEAN_ALLOWANCE * sd)
+    assert_sd_within_mcse(draws, sd, allowance=VI_SD_ALLOWANCE * sd)
     exact = cov[0, 1] / np.sqrt(cov[0, 0] * cov[1, 1])
     assert abs(np.corrcoef(draws.T)[0, 1] - exact) < 0.2
     diag = post.evaluate(seed=2)
@@ -197,23 +232,26 @@ def test_prior_and_posterior_predictive_draw_from_surrogate(lg_nle):
             random_seed=7,
             progressbar=False,
             nuts_sampler="numpyro",
+            nuts={"chain_method": "vectorized"},  # one CPU device: "parallel" warns
             compute_convergence_checks=False,
         )
         pp = pm.sample_posterior_predictive(idata, random_seed=8, progressbar=False)
     x_prior = prior.prior_predictive["x"]
     assert x_prior.dims == ("chain", "draw", "trial", "obs_dim")
-    # prior predictive of x = theta + noise: mean 0, variance 1 + 0.25 per coordinate
-    v = x_prior.values.reshape(-1, 2)
-    se_var = 1.25 * np.sqrt(2 / v.shape[0])
-    np.testing.assert_allclose(v.var(0), 1.25, atol=5 * se_var + 0.1)
+    # prior predictive of x = theta + noise: mean 0, variance 1 + 0.25 per coordinate; the
+    # 2,000 draws are i.i.d., the 3 trials of one draw share theta (so are tested one by one)
+    v = x_prior.values[0]  # (draw, trial, obs_dim)
+    assert_sd_within_mcse(v, np.sqrt(1.25), allowance=PRIOR_PREDICTIVE_SD_ALLOWANCE)
     x_pp = pp.posterior_predictive["x"]
     assert x_pp.dims == ("chain", "draw", "trial", "obs_dim")
     # posterior predictive mean of each trial is the posterior mean of theta
     mean, cov = linear_gaussian_posterior(X_OBS)
-    got = x_pp.values.reshape(-1, 2)
+    got = x_pp.values  # (chain, draw, trial, obs_dim): NUTS draws of theta, autocorrelated
+    sd = np.sqrt(np.diag(cov))
     total_sd = np.sqrt(np.diag(cov) + np.diag(LG_LIKELIHOOD_COV))
-    np.testing.assert_allclose(got.mean(0), mean, atol=0.35 * total_sd.max())
-    np.testing.assert_allclose(got.std(0), total_sd, rtol=0.2)
+    assert_mean_within_mcse(got, mean, allowance=NLE_MEAN_ALLOWANCE * sd, chains=True)
+    allowance = PREDICTIVE_SD_ALLOWANCE * total_sd
+    assert_sd_within_mcse(got, total_sd, allowance=allowance, chains=True)
 
 
 def test_wrong_inputs_give_clear_errors(lg_nle):

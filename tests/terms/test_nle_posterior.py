@@ -4,19 +4,26 @@ Two separate claims, each with its own tolerance:
 
 1. *Sampling is exact for the surrogate*: NUTS on the model with the neural term
    matches the surrogate posterior computed on a fine grid, within 4 Monte Carlo
-   standard errors (from the effective sample size).
+   standard errors (from the effective sample size; tests/mcse.py).
 2. *The surrogate posterior is close to the analytic one*: a statement about the
    trained network (4,000 simulations), with an explicit allowance.
 """
 
-import arviz as az
 import numpy as np
 import pymc as pm
+from mcse import assert_cov_within_mcse, assert_mean_within_mcse
 
 import pymc_sbi as ps
 from pymc_sbi.benchmarks.tasks import linear_gaussian_posterior
 
 X_OBS = np.array([[0.6, 0.2], [0.9, 0.5], [0.3, -0.1]])
+# Claim 2's allowances: the fixture's NLE (seeds 0 and 1) is off by 0.05 and 0.10 posterior
+# sd in the mean, 6 % and 2 % in the sds, 0.03 in the correlation (0.57). Over 6
+# (simulation, training) seeds the mean error reached 0.30 sd (tests/terms/test_likelihood.py
+# allows 0.35); this test runs the fixture only.
+NLE_GRID_MEAN_ALLOWANCE = 0.25  # posterior-mean error, in posterior sds
+NLE_GRID_SD_ALLOWANCE = 0.2  # relative error of the posterior sds (measured 0.94-1.10)
+NLE_GRID_CORR_ALLOWANCE = 0.15  # absolute error of the posterior correlation
 
 
 def grid_posterior(estimator, n=241, half_width=2.0):
@@ -49,24 +56,17 @@ def test_nle_nuts_posterior_moments(lg_nle):
             nuts={"chain_method": "vectorized"},
         )
     del model
-    draws = idata.posterior["theta"].values.reshape(-1, 2)
-    ess = np.asarray(az.ess(idata, var_names=["theta"])["theta"].values)
+    draws = idata.posterior["theta"].values  # (chains, draws, 2)
     m_q, c_q = grid_posterior(lg_nle)
 
     # 1. sampler vs grid posterior of the same surrogate: pure Monte Carlo error
-    sd_q = np.sqrt(np.diag(c_q))
-    se_mean = sd_q / np.sqrt(ess)
-    np.testing.assert_array_less(np.abs(draws.mean(0) - m_q), 4 * se_mean)
-    c_hat = np.cov(draws.T)
-    n_eff = ess.min()
-    # SE of a covariance element from n_eff effectively independent Gaussian draws
-    se_cov = np.sqrt((np.outer(sd_q, sd_q) ** 2 + c_q**2) / n_eff)
-    np.testing.assert_array_less(np.abs(c_hat - c_q), 4 * se_cov)
+    assert_mean_within_mcse(draws, m_q, chains=True)
+    assert_cov_within_mcse(draws, m_q, c_q, chains=True)
 
     # 2. surrogate posterior vs analytic posterior: the network's error, stated explicitly
     m, c = linear_gaussian_posterior(X_OBS)
     sd = np.sqrt(np.diag(c))
-    np.testing.assert_array_less(np.abs(m_q - m), 0.25 * sd)
-    np.testing.assert_allclose(np.sqrt(np.diag(c_q)), sd, rtol=0.2)
+    np.testing.assert_array_less(np.abs(m_q - m), NLE_GRID_MEAN_ALLOWANCE * sd)
+    np.testing.assert_allclose(np.sqrt(np.diag(c_q)), sd, rtol=NLE_GRID_SD_ALLOWANCE)
     corr = lambda k: k[0, 1] / np.sqrt(k[0, 0] * k[1, 1])
-    assert abs(corr(c_q) - corr(c)) < 0.15
+    assert abs(corr(c_q) - corr(c)) < NLE_GRID_CORR_ALLOWANCE

@@ -2,13 +2,13 @@
 
 Each sampler check compares NUTS on the model with the neural term against the
 same model's posterior computed on a grid from the same estimator, so the
-tolerance is Monte Carlo error only (4 MCSE of the mean; sd within 10%).
+tolerance is Monte Carlo error only (4 MCSE of the mean and of the sd; tests/mcse.py).
 """
 
-import arviz as az
 import numpy as np
 import pymc as pm
 import pytest
+from mcse import assert_mean_within_mcse, assert_sd_within_mcse
 from scipy import stats
 
 import pymc_sbi as ps
@@ -51,12 +51,9 @@ def grid_moments(log_density, half=4.0, n=201):
 
 
 def check_against_grid(idata, mean, sd):
-    post = idata.posterior["theta"]
-    est_mean = post.mean(("chain", "draw")).values
-    est_sd = post.std(("chain", "draw")).values
-    mcse = az.mcse(idata, var_names=["theta"])["theta"].values
-    np.testing.assert_array_less(np.abs(est_mean - mean), 4 * mcse)
-    np.testing.assert_allclose(est_sd, sd, rtol=0.1)
+    draws = idata.posterior["theta"].values  # (chains, draws, 2)
+    assert_mean_within_mcse(draws, mean, chains=True)
+    assert_sd_within_mcse(draws, sd, chains=True)
 
 
 def sample(model, seed):
@@ -137,6 +134,12 @@ def test_terms_reject_the_wrong_estimator_kind(lg_nle, lg_nre, lg_npe):
             ps.NeuralRatio("d", lg_nre, params={"theta": t}, observed=np.zeros(3))
 
 
+# Mean-field ADVI (3,000 Adam steps) on the NRE posterior, which is close to Gaussian: the
+# optimum's mean is near the posterior mean but not at it. Measured 0.03-0.04 posterior sd;
+# with 4 MCSE of its 2,000 draws (0.08 sd) the bound stays inside the former 0.3 sd.
+ADVI_MEAN_ALLOWANCE = 0.15  # in posterior sds
+
+
 @pytest.mark.parametrize(
     "how",
     [
@@ -180,5 +183,8 @@ def test_neural_ratio_term_with_other_samplers(lg_nre, how):
         return lr + stats.norm.logpdf(theta).sum(-1)
 
     mean, sd = grid_moments(log_post)
-    # loose: these runs are short (ESS ~ a few hundred); the NUTS test above is the tight one
-    np.testing.assert_allclose(post.mean(("chain", "draw")).values, mean, atol=0.3 * sd.max())
+    if how == "advi":  # 2,000 i.i.d. draws of the fitted mean-field Gaussian
+        allowance = ADVI_MEAN_ALLOWANCE * sd
+        assert_mean_within_mcse(post.values[0], mean, allowance=allowance)
+    else:  # short runs (ESS 400-700 of 2 x 500 draws): exact for the surrogate, MCSE only
+        assert_mean_within_mcse(post.values, mean, chains=True)

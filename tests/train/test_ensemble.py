@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pymc as pm
 import pytest
+from mcse import assert_mean_within_mcse
 from scipy.special import logsumexp
 
 import pymc_sbi as ps
@@ -84,8 +85,7 @@ def test_sampling_draws_from_the_mixture(ens):
     cell = (g[1] - g[0]) ** 2
     assert dens.sum() * cell == pytest.approx(1.0, abs=0.01)
     mean_grid = (grid * dens[:, None]).sum(0) * cell
-    se = x.std(0) / np.sqrt(x.shape[0])
-    np.testing.assert_array_less(np.abs(x.mean(0) - mean_grid), 5 * se)
+    assert_mean_within_mcse(x, mean_grid)  # 20,000 i.i.d. draws of the mixture
     # a mixture, not member 0: its draws come from several members
     draws0 = np.asarray(ens.member(0).sample(jax.random.key(0), theta, 20_000))
     assert not np.allclose(draws0.mean(0), x.mean(0), atol=1e-4)
@@ -160,6 +160,12 @@ def test_likelihood_term_uses_the_mixture_with_exact_gradients(ens, x64):
     assert np.abs(grad + point["theta"]).max() > 0.1  # the network's gradient, not the prior's
 
 
+# Surrogate allowance of the 4-member ensemble trained on 400 simulations: its posterior
+# mean at X_OBS, in posterior sds. Measured |mean error| 0.15 and 0.25 sd, each +- 0.12 sd
+# (its MCSE: ESS ~65 of 150 draws); the former bound was 0.5 sd + 4 sd / sqrt(50)
+ENSEMBLE_MEAN_ALLOWANCE = 0.5
+
+
 def test_nuts_on_an_ensemble_likelihood(ens):
     with _model(ens):
         idata = pm.sample(
@@ -172,12 +178,12 @@ def test_nuts_on_an_ensemble_likelihood(ens):
             progressbar=False,
             compute_convergence_checks=False,
         )
-    draws = idata.posterior["theta"].values.reshape(-1, 2)
+    draws = idata.posterior["theta"].values  # (1 chain, 150 draws, 2)
     assert np.all(np.isfinite(draws)) and int(idata.sample_stats["diverging"].sum()) < 5
     mean, cov = linear_gaussian_posterior(X_OBS)
-    # a 400-simulation, 4-member surrogate: within 0.5 posterior sd + Monte Carlo error
+    # a 400-simulation, 4-member surrogate: within its allowance + 4 MCSE (ESS-based)
     sd = np.sqrt(np.diag(cov))
-    np.testing.assert_array_less(np.abs(draws.mean(0) - mean), 0.5 * sd + 4 * sd / np.sqrt(50))
+    assert_mean_within_mcse(draws, mean, allowance=ENSEMBLE_MEAN_ALLOWANCE * sd, chains=True)
 
 
 def test_ratio_term_uses_the_mixture(sims):

@@ -143,11 +143,25 @@ def test_training_under_both_x64_settings(lg_sims, x64):
     kernels under x64 (``import pymc.sampling.jax`` turns it on), which made
     NSF/MAF training ~1.5x slower and seed-for-seed different.
     """
+    config = ps.TrainConfig(max_epochs=2)
     for net in (ps.nn.maf(**SMALL), ps.nn.nsf(**SMALL)):
-        est = ps.fit(ps.nle(net), lg_sims, ps.TrainConfig(max_epochs=2), seed=0, progressbar=False)
+        est = ps.fit(ps.nle(net), lg_sims, config, seed=0, progressbar=False)
         assert est.dtype == jnp.float32
         assert {leaf.dtype for leaf in jax.tree.leaves(est.params)} == {jnp.dtype(jnp.float32)}
-    assert est.log_prob(np.zeros(2), np.zeros(2)).dtype == jnp.float64  # float64 in, out
+        # seed for seed the same training as with x64 off: the same losses and parameters up
+        # to float32 round-off (the float64 simulations are cast at slightly different points)
+        jax.config.update("jax_enable_x64", False)
+        try:
+            off = ps.fit(ps.nle(net), lg_sims, config, seed=0, progressbar=False)
+        finally:
+            jax.config.update("jax_enable_x64", True)
+        np.testing.assert_allclose(off.history["val_loss"], est.history["val_loss"], rtol=1e-5)
+        assert _leaves_equal(est.params, off.params, rtol=1e-4, atol=1e-5)
+    lp64 = est.log_prob(np.zeros(2), np.zeros(2))
+    assert lp64.dtype == jnp.float64  # float64 in, out
+    # ... with the float32 network's value
+    lp32 = est.log_prob(np.zeros(2, np.float32), np.zeros(2, np.float32))
+    np.testing.assert_allclose(float(lp64), float(lp32), rtol=1e-6)
 
 
 def test_cosine_recipe_fixed_schedule(lg_sims):

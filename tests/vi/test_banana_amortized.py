@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import pymc as pm
 import pytest
+from mcse import assert_mean_within_mcse, assert_sd_within_mcse
 
 import pymc_sbi as ps
 from pymc_sbi.vi import fit_vi, train_amortized
@@ -65,6 +66,13 @@ def test_nsf_banana_khat_and_gaussian_fails():
     assert gauss.evaluate(draws=4000, seed=0).elbo < post.evaluate(draws=4000, seed=0).elbo - 0.2
 
 
+# Amortisation slack of the one-transform flow trained for 2,500 steps over the x pool (not
+# Monte Carlo; 4 MCSE of the 4,000 draws come on top). Measured at the two x_o: mean errors
+# 0.05 and 0.10 posterior sd (each +- 0.016, its MCSE), sd errors 3 % at most.
+AMORTIZATION_MEAN_ALLOWANCE = 0.09  # in posterior sds; + 4 MCSE: 0.155, inside the former 0.163
+AMORTIZATION_SD_ALLOWANCE = 0.05  # relative; + 4 MCSE (4.5 %) stays inside the former 10 %
+
+
 def test_amortized_conjugate_gaussian():
     with pm.Model() as prior:
         pm.Normal("theta", 0.0, 1.0, shape=2)
@@ -95,9 +103,9 @@ def test_amortized_conjugate_gaussian():
     sd = math.sqrt(0.2)
     for x_o in (np.array([0.5, -1.0]), np.array([2.0, 1.5])):
         draws = post.sample(x_o, draws=n, seed=1).posterior["theta"].values.reshape(-1, 2)
-        # 0.1 posterior sd of amortisation slack + 4 Monte-Carlo standard errors
-        assert np.all(np.abs(draws.mean(0) - 0.8 * x_o) < 0.1 * sd + 4 * sd / math.sqrt(n))
-        np.testing.assert_allclose(draws.std(0), sd, rtol=0.1)
+        allowance = AMORTIZATION_MEAN_ALLOWANCE * sd
+        assert_mean_within_mcse(draws, 0.8 * x_o, allowance=allowance)
+        assert_sd_within_mcse(draws, sd, allowance=AMORTIZATION_SD_ALLOWANCE * sd)
         cond = post.condition(x_o)
         diag = cond.evaluate(draws=2000, seed=2)
         assert diag.khat < 0.7

@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from mcse import assert_cov_within_mcse, assert_mean_within_mcse
 
 from pymc_sbi.vi import condition_family, make_family
 
@@ -86,11 +87,8 @@ def test_gaussian_moments_from_draws():
     raw = np.asarray(params["tril_raw"])
     L = np.tril(raw, -1) + np.diag(np.exp(np.diag(raw)))
     cov = L @ L.T
-    se_mean = np.sqrt(np.diag(cov) / n)
-    assert np.all(np.abs(np.asarray(theta).mean(0) - LOC) < 4 * se_mean)
-    # sd of a sample covariance entry: sqrt((S_ij^2 + S_ii S_jj) / n)
-    se_cov = np.sqrt((cov**2 + np.outer(np.diag(cov), np.diag(cov))) / n)
-    assert np.all(np.abs(np.cov(np.asarray(theta).T) - cov) < 4 * se_cov)
+    assert_mean_within_mcse(np.asarray(theta), LOC)
+    assert_cov_within_mcse(np.asarray(theta), LOC, cov)
 
 
 def test_conditional_flow_and_conditioning():

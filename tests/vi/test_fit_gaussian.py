@@ -14,9 +14,8 @@ What each fit must recover follows from what the family can represent:
   the direction is asserted).
 
 Tolerances: Gaussian families are checked on their parameters (no Monte-Carlo
-error; 0.1 posterior sd on the mean, 10 % on (co)variances for the stochastic
-optimisation with a small budget); flows on 20 000 draws, adding 4 Monte-Carlo
-standard errors to those slacks.
+error), against the optimisation allowances below; flows on 160 000 draws, with
+4 Monte-Carlo standard errors (tests/mcse.py) on top of the same allowances.
 
 Under fkl/iw/alpha flows start with fit_vi's Gaussian pre-fit of their outer
 affine (500 steps at most; off under rkl). Without it NSF under fKL/IW/alpha
@@ -34,6 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from mcse import assert_cov_within_mcse, assert_mean_within_mcse
 
 import pymc_sbi as ps
 from pymc_sbi.vi import fit_vi
@@ -42,8 +42,17 @@ MU = np.array([1.0, -2.0])
 SIGMA = np.array([[1.0, 0.8], [0.8, 2.0]])
 PREC = np.linalg.inv(SIGMA)
 SD = np.sqrt(np.diag(SIGMA))
-N_DRAWS = 20_000
+# The flows' draws are heavier-tailed than the target (NSF under rKL: kurtosis ~9 on theta_0,
+# so the MCSE of its variance is ~2x the Gaussian formula's); 160,000 draws keep 4 MCSE
+# below 0.045 on every (co)variance entry and 0.015 on the means, so that allowance + 4 MCSE
+# stays inside the former bound (allowance + 4 Gaussian-formula SEs of 20,000 draws).
+N_DRAWS = 160_000
 SMALL_FLOW = {"num_transforms": 2, "hidden_features": 16}
+# Optimisation allowances: what 600 stochastic-gradient steps (64 particles, decaying
+# learning rate) leave between the fit and the divergence's exact optimum. Not Monte Carlo:
+# they hold for the Gaussian families' parameters too.
+VI_MEAN_ALLOWANCE = 0.1  # mean error, in target sds
+VI_COV_ALLOWANCE = 0.1  # (co)variance error, relative to sqrt(SIGMA_ii SIGMA_jj)
 
 
 def logdensity_fn(theta):
@@ -82,12 +91,14 @@ def gaussian_moments(post):
     return p["loc"], L @ L.T
 
 
-def assert_close_moments(mean, cov, target_cov, mc_n=None):
-    se_mean = np.sqrt(np.diag(target_cov) / mc_n) if mc_n else 0.0
-    assert np.all(np.abs(mean - MU) < 0.1 * SD + 4 * se_mean), mean
-    scale = np.sqrt(np.outer(np.diag(target_cov), np.diag(target_cov)))
-    se_cov = np.sqrt((target_cov**2 + scale**2) / mc_n) if mc_n else 0.0
-    assert np.all(np.abs(cov - target_cov) < 0.1 * scale + 4 * se_cov), cov
+def cov_scale(cov):
+    return np.sqrt(np.outer(np.diag(cov), np.diag(cov)))
+
+
+def assert_close_moments(mean, cov, target_cov):
+    """A Gaussian family's parameters against the target's (no Monte Carlo error)."""
+    assert np.all(np.abs(mean - MU) < VI_MEAN_ALLOWANCE * SD), mean
+    assert np.all(np.abs(cov - target_cov) < VI_COV_ALLOWANCE * cov_scale(target_cov)), cov
 
 
 @pytest.mark.parametrize("divergence", ["rkl", "fkl", "iw", "alpha"])
@@ -101,11 +112,11 @@ def test_mean_field_gaussian_variances(divergence):
     mean, cov = gaussian_moments(fitted("gaussian_diag", divergence))
     var = np.diag(cov)
     conditional, marginal = 1.0 / np.diag(PREC), np.diag(SIGMA)
-    assert np.all(np.abs(mean - MU) < 0.1 * SD)
+    assert np.all(np.abs(mean - MU) < VI_MEAN_ALLOWANCE * SD)
     if divergence == "rkl":
-        np.testing.assert_allclose(var, conditional, rtol=0.1)
+        np.testing.assert_allclose(var, conditional, rtol=VI_COV_ALLOWANCE)
     elif divergence == "fkl":
-        np.testing.assert_allclose(var, marginal, rtol=0.1)
+        np.testing.assert_allclose(var, marginal, rtol=VI_COV_ALLOWANCE)
     else:  # mass covering: wider than reverse KL's (which is 2.8 times narrower than marginal)
         assert np.all(var > 1.1 * conditional) and np.all(var < 1.5 * marginal), var
 
@@ -113,7 +124,10 @@ def test_mean_field_gaussian_variances(divergence):
 def _flow_check(family, divergence):
     post = fitted(family, divergence)
     theta = np.asarray(post.sample_theta(jax.random.key(7), N_DRAWS))
-    assert_close_moments(theta.mean(0), np.cov(theta.T), SIGMA, mc_n=N_DRAWS)
+    assert_mean_within_mcse(theta, MU, allowance=VI_MEAN_ALLOWANCE * SD)
+    # about the draws' own mean: the flow's mean error is checked on the line above
+    allowance = VI_COV_ALLOWANCE * cov_scale(SIGMA)
+    assert_cov_within_mcse(theta, theta.mean(0), SIGMA, allowance=allowance)
 
 
 @pytest.mark.parametrize("family", ["maf", "nsf"])

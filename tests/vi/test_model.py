@@ -8,6 +8,7 @@ import functools
 import numpy as np
 import pymc as pm
 import pytest
+from mcse import assert_mean_within_mcse, assert_sd_within_mcse
 
 import pymc_sbi as ps
 from pymc_sbi.vi import VIDiagnostics, fit_vi
@@ -59,15 +60,25 @@ def test_datatree_names_dims_coords():
     assert set(idata.sample_stats.data_vars) >= {"lp", "log_q"}
 
 
+# Allowances of the 500-step Gaussian fit (not Monte Carlo), in the units of each quantity:
+# the posterior mean of mu is the sample mean pulled 0.2 % of the way to the prior mean 0
+# (N(0, 5^2) prior, sigma^2 / n ~ 0.05), the rest is where the optimiser stopped (measured
+# 0.05 se); offset's N(0, 1) is matched to within 0.02 (mean) and 0.045 (sd); 4 MCSE of
+# 4,000 draws add 0.065 (mean) and 0.045 (sd): the sd bound, 0.095, stays inside 10 %.
+MU_MEAN_ALLOWANCE = 0.25  # in standard errors of Y's mean, se = sd(Y) / sqrt(8) = 0.21
+OFFSET_ALLOWANCE = 0.05  # on offset's mean 0 and sd 1
+
+
 def test_posterior_is_sensible():
     """The sigma-integrated posterior of mu is a Student-t centred near the sample mean."""
     post = fitted().sample(draws=4000, seed=2).posterior
-    mu = post["mu"].values.ravel()
+    mu = post["mu"].values.ravel()  # 4,000 i.i.d. draws of q
     se = Y.std(ddof=1) / np.sqrt(len(Y))
-    assert abs(mu.mean() - Y.mean()) < 0.25 * se + 4 * mu.std() / np.sqrt(mu.size)
+    assert_mean_within_mcse(mu, Y.mean(), allowance=MU_MEAN_ALLOWANCE * se)
     assert 0.7 * se < mu.std() < 1.6 * se  # t_7 sd is 1.18 se; Gaussian q, HalfNormal prior
     offset = post["offset"].values.reshape(-1, 2)  # unaffected by the data: N(0, 1)
-    np.testing.assert_allclose(offset.std(0), 1.0, rtol=0.1)
+    assert_mean_within_mcse(offset, 0.0, allowance=OFFSET_ALLOWANCE)
+    assert_sd_within_mcse(offset, 1.0, allowance=OFFSET_ALLOWANCE)
 
 
 def test_same_seed_same_result():
