@@ -318,12 +318,9 @@ def train_loop(
             )
             reasons[m] = "non_finite_loss"
         active &= finite
-        if members is None:
-            if not active[0]:
-                break
-            state = new_state
-        else:
-            state = new_state  # the epoch program already froze inactive members
+        if members is None and not active[0]:
+            break  # one network keeps its last finite state
+        state = new_state  # an ensemble's epoch program already froze inactive members
         for m in np.flatnonzero(active):
             train_hist[m].append(float(tl[m]))
             val_hist[m].append(float(vl[m]))
